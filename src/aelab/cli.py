@@ -85,6 +85,91 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Run folder to write.")
     typer.echo(f"wrote {grid}  labels: {' '.join(map(str, first.labels))}")
 
 
+# --------------------------------------------------------------------------- models, training, sweep
+model_app = typer.Typer(help="Autoencoder architectures.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+SpecOpt = Annotated[str | None, typer.Option("--spec", help="Encoder layers channels:kernel:stride[:padding], "
+                                                             "comma-separated; default: the lecture's.")]
+Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")]
+Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
+Seed = Annotated[int, typer.Option(help="Seed of the initial weights and of the data order.")]
+Device = Annotated[str, typer.Option(help="auto (GPU when present), cpu or cuda.")]
+NTrain = Annotated[int | None, typer.Option("--n-train", help="Use the first N training images only.")]
+Dataset = Annotated[str, typer.Option("--dataset", help="Dataset name (see 'aelab data list').")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def _spec(text: str | None):
+    from aelab.models import LECTURE_SPEC, parse_spec
+
+    return parse_spec(text) if text else LECTURE_SPEC
+
+
+@model_app.command("summary")
+def model_summary(d: Annotated[int, typer.Option("--d", help="Latent channels d.")] = 8, spec: SpecOpt = None,
+                  image_size: Annotated[int, typer.Option("--image-size")] = 28,
+                  channels: Annotated[int, typer.Option("--channels")] = 1) -> None:
+    """The lecture's tensor-size table (1x28x28 -> ... -> dx1x1 -> ... -> 1x28x28), params and MACs per layer."""
+    from aelab.models import AutoEncoder
+    from aelab.models.summary import format_table, layer_table
+
+    model = AutoEncoder(d, _spec(spec), in_channels=channels, image_size=image_size)
+    rows = layer_table(model, (channels, image_size, image_size))
+    typer.echo(" -> ".join("x".join(map(str, s)) for s in [rows[0].in_shape] + [r.out_shape for r in rows]))
+    typer.echo(format_table(rows))
+    typer.echo(f"latent z: {'x'.join(map(str, model.latent_shape))} = {model.latent_dim} numbers")
+
+
+def _train_config(epochs, batch_size, lr, seed, device):
+    from aelab.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+
+
+@app.command("train")
+def train_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")],
+              d: Annotated[int, typer.Option("--d", help="Latent channels d.")] = 8, spec: SpecOpt = None,
+              epochs: Epochs = 10, batch_size: BatchSize = 100, lr: Lr = 1e-3, seed: Seed = 0,
+              device: Device = "auto", dataset: Dataset = "mnist", n_train: NTrain = None,
+              resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint "
+                                                                    "in --out.")] = False,
+              quiet: Quiet = False) -> None:
+    """Train one autoencoder with the lecture's loss 0.5*sum((x_hat - x)^2)/N and Adam; checkpoint each epoch."""
+    from aelab.experiments import AEConfig, DataConfig, judge_for, train_autoencoder
+    from aelab.train import latest_checkpoint
+
+    if not resume and latest_checkpoint(out) is not None:
+        raise typer.BadParameter(f"{out} already holds checkpoints; pass --resume or choose another --out")
+    data = DataConfig(dataset, n_train)
+    cfg = AEConfig(d=d, spec=_spec(spec), data=data, train=_train_config(epochs, batch_size, lr, seed, device))
+    _, m = train_autoencoder(cfg, out, resume=resume, progress=not quiet, judge=judge_for(data, not quiet))
+    kept = f"  digit kept {m['digit_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})" if "digit_kept" in m else ""
+    typer.echo(f"test: mse {m['mse']:.5f}  loss {m['loss']:.3f}  psnr {m['psnr']:.2f} dB{kept}")
+    typer.echo(f"wrote {out}/metrics.json and checkpoints in {out}/checkpoints")
+
+
+@app.command("sweep")
+def sweep_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/sweep"),
+              dims: Annotated[str, typer.Option("--dims", help="Comma-separated latent sizes.")] = "2,4,8,16,32",
+              spec: SpecOpt = None, epochs: Epochs = 10, batch_size: BatchSize = 100, lr: Lr = 1e-3,
+              seed: Seed = 0, device: Device = "auto", dataset: Dataset = "mnist", n_train: NTrain = None,
+              quiet: Quiet = False) -> None:
+    """CNN autoencoder vs PCA at each d: results table (CSV, markdown) and the lecture's figure per d."""
+    from aelab.experiments import DataConfig, SweepConfig, sweep
+
+    try:
+        dim_list = tuple(int(v) for v in dims.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{dims!r} is not a comma-separated list of integers", param_hint="--dims") from None
+    cfg = SweepConfig(dims=dim_list, spec=_spec(spec), data=DataConfig(dataset, n_train),
+                      train=_train_config(epochs, batch_size, lr, seed, device))
+    sweep(cfg, out, progress=not quiet)
+    typer.echo((out / "results.md").read_text())
+    typer.echo(f"wrote {out}/results.csv, {out}/results.md and {out}/figures/")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aelab`` script; returns the exit status."""
     try:

@@ -1,0 +1,141 @@
+"""The lecture's convolutional autoencoder, built from a layer spec.
+
+Encoder f: Conv2d + ReLU layers, the last one without ReLU, ending in the latent z of d channels.
+Decoder g: the mirror image, ConvTranspose2d + ReLU, the last one without ReLU.  For the default spec
+``print(AutoEncoder(d=8))`` is the slide, layer for layer:
+
+    1x28x28 -> 32x24x24 -> 32x20x20 -> 32x9x9 -> 32x4x4 -> 8x1x1   (f)
+    8x1x1   -> 32x4x4   -> 32x9x9   -> 32x20x20 -> 32x24x24 -> 1x28x28   (g)
+
+A convolution of kernel w and stride s maps W to floor((W + 2p - w) / s) + 1; its transpose maps
+that back to (W_out - 1) s - 2p + w.  The difference (the pixels the strided convolution never saw,
+the lecture's "W = w + s q" rule) is given back by ``output_padding``, which PyTorch allows only below
+the stride: a spec that would need more is refused, naming the layer and the sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aelab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One encoder layer: Conv2d(in, channels, kernel, stride, padding)."""
+
+    channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.channels}:{self.kernel}:{self.stride}" + (f":{self.padding}" if self.padding else "")
+
+
+# The slide's encoder; the last layer's channels are replaced by the latent size d.
+LECTURE_SPEC: tuple[ConvSpec, ...] = (
+    ConvSpec(32, 5, 1), ConvSpec(32, 5, 1), ConvSpec(32, 4, 2), ConvSpec(32, 3, 2), ConvSpec(8, 4, 1),
+)
+
+
+def parse_spec(text: str) -> tuple[ConvSpec, ...]:
+    """'32:5:1,32:5:1,32:4:2,32:3:2,8:4:1' (channels:kernel:stride[:padding], comma-separated)."""
+    layers = []
+    for i, item in enumerate(filter(None, (t.strip() for t in text.split(",")))):
+        try:
+            nums = [int(v) for v in item.split(":")]
+            layers.append(ConvSpec(*nums))
+        except (TypeError, ValueError):
+            raise ConfigError(f"layer {i} of spec {text!r}: {item!r} is not channels:kernel:stride[:padding]") from None
+        if min(nums[:3]) < 1 or (len(nums) > 3 and nums[3] < 0):
+            raise ConfigError(f"layer {i} of spec {text!r}: channels, kernel and stride must be >= 1, padding >= 0")
+    if not layers:
+        raise ConfigError("empty layer spec")
+    return tuple(layers)
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def mirror_output_padding(spec: Sequence[ConvSpec], in_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """Per encoder layer, the output_padding its transposed twin needs to give back the layer's input size."""
+    pads = []
+    h, w = in_size
+    for i, layer in enumerate(spec):
+        oh, ow = (conv_out(s, layer.kernel, layer.stride, layer.padding) for s in (h, w))
+        if oh < 1 or ow < 1:
+            raise ConfigError(f"encoder layer {i} ({layer.kernel}x{layer.kernel}, stride {layer.stride}) gets a "
+                              f"{h}x{w} input, smaller than its kernel: use larger images or fewer/smaller layers")
+        pad = []
+        for size, out in ((h, oh), (w, ow)):
+            back = (out - 1) * layer.stride - 2 * layer.padding + layer.kernel
+            op = size - back
+            if not 0 <= op < layer.stride:
+                raise ConfigError(
+                    f"encoder layer {i} maps size {size} to {out}; its transposed convolution gives back {back}, "
+                    f"and output_padding {op} would be needed (must be < stride {layer.stride}): choose an input "
+                    f"size W = {layer.kernel} + {layer.stride}q or change the layer")
+            pad.append(op)
+        pads.append((pad[0], pad[1]))
+        h, w = oh, ow
+    return pads
+
+
+class AutoEncoder(nn.Module):
+    """Convolutional autoencoder: encoder f (Conv2d stack) and decoder g (its ConvTranspose2d mirror).
+
+    encode(x: (N, C, H, W)) -> z: (N, D) with D = d * h * w (h = w = 1 for the lecture's spec)
+    decode(z: (N, D)) -> x_hat: (N, C, H, W)
+    """
+
+    def __init__(self, d: int = 8, spec: Sequence[ConvSpec] = LECTURE_SPEC, in_channels: int = 1,
+                 image_size: int | tuple[int, int] = 28):
+        super().__init__()
+        if d < 1:
+            raise ConfigError(f"latent size d must be >= 1, got {d}")
+        spec = list(spec[:-1]) + [ConvSpec(d, spec[-1].kernel, spec[-1].stride, spec[-1].padding)]
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        pads = mirror_output_padding(spec, size)
+        self.spec, self.in_channels, self.image_size = tuple(spec), in_channels, size
+
+        enc: list[nn.Module] = []
+        chans = [in_channels] + [layer.channels for layer in spec]
+        for i, layer in enumerate(spec):
+            enc.append(nn.Conv2d(chans[i], layer.channels, layer.kernel, layer.stride, layer.padding))
+            if i < len(spec) - 1:
+                enc.append(nn.ReLU(inplace=True))
+        dec: list[nn.Module] = []
+        for j, i in enumerate(reversed(range(len(spec)))):
+            layer = spec[i]
+            dec.append(nn.ConvTranspose2d(chans[i + 1], chans[i], layer.kernel, layer.stride, layer.padding,
+                                          output_padding=pads[i]))
+            if j < len(spec) - 1:
+                dec.append(nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+        with torch.no_grad():
+            self.latent_shape = tuple(self.encoder(torch.zeros(1, in_channels, *size)).shape[1:])
+
+    @property
+    def latent_dim(self) -> int:
+        return math.prod(self.latent_shape)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) in [0, 1] -> z: (N, D)."""
+        return self.encoder(x).flatten(1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (N, D) -> x_hat: (N, C, H, W)."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ConfigError(f"decode expects z of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        return self.decoder(z.view(len(z), *self.latent_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))

@@ -1,0 +1,220 @@
+"""Training, as on the lecture's slide:
+
+    for epoch in range(nb_epochs):
+        for input in train_input.split(batch_size):
+            output = model.decode(model.encode(input))
+            loss = 0.5 * (output - input).pow(2).sum() / input.size(0)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+plus what a real run needs: a seeded shuffle per epoch, test evaluation after each epoch, an atomic
+checkpoint per epoch (safetensors weights and optimizer state + a JSON record), ``resume``, and a
+stop on a non-finite loss that keeps the last good checkpoint.
+
+The trainer knows no dataset names: it takes float tensors (N, C, H, W) in [0, 1] and a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from aelab import AelabError
+from aelab.io import atomic_save, atomic_write_json, sha256_file
+from aelab.runs import environment
+
+
+class TrainingDiverged(AelabError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    shuffle: bool = True          # the slide splits in order; a seeded shuffle per epoch trains better
+    device: str = "auto"          # auto: cuda when present, else cpu
+    channels_last: bool = True    # 10-20 % faster convolutions on CPU, same results up to rounding
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class History:
+    """One record per finished epoch: train loss (lecture's), test loss and MSE per pixel, seconds."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.epochs[-1] if self.epochs else {}
+
+
+def lecture_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0.5 * sum over pixels of the squared error, averaged over the batch (the slide's loss)."""
+    return 0.5 * (output - target).pow(2).sum() / target.size(0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise AelabError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AelabError("device 'cuda' requested but no GPU is available; use --device auto or cpu")
+    return dev
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+                  device: torch.device | None = None, memory_format=torch.contiguous_format) -> dict[str, float]:
+    """Lecture loss per image and MSE per pixel of ``model`` (encode then decode) on x: (N, C, H, W)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for xb in x.split(batch_size):
+        xb = xb.to(device).contiguous(memory_format=memory_format)
+        total += float((model(xb) - xb).pow(2).sum())
+    model.train(was_training)
+    n_pix = x[0].numel()
+    return {"loss": 0.5 * total / len(x), "mse": total / (len(x) * n_pix)}
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _ckpt_paths(run_dir: Path, epoch: int) -> tuple[Path, Path]:
+    stem = run_dir / "checkpoints" / f"epoch-{epoch:04d}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    record: dict[str, Any]) -> Path:
+    """Weights + Adam state in safetensors (no pickle), then the JSON record naming the file's sha256."""
+    weights, meta = _ckpt_paths(run_dir, epoch)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, state in opt["state"].items():
+        for key, val in state.items():
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
+    atomic_save(weights, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write_json(meta, {**record, "epoch": epoch, "weights": weights.name, "sha256": sha256_file(weights),
+                             "optimizer": {"param_groups": opt["param_groups"]}})
+    return meta
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The JSON record of the newest complete checkpoint (record present and weights hash matching)."""
+    for meta in sorted((run_dir / "checkpoints").glob("epoch-*.json"), reverse=True):
+        rec = json.loads(meta.read_text())
+        weights = meta.with_name(rec["weights"])
+        if weights.exists() and sha256_file(weights) == rec["sha256"]:
+            return meta
+    return None
+
+
+def load_checkpoint(meta: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    rec = json.loads(Path(meta).read_text())
+    weights = Path(meta).with_name(rec["weights"])
+    if sha256_file(weights) != rec["sha256"]:
+        raise AelabError(f"checkpoint {weights} does not match the sha256 in {meta}: it is damaged; "
+                         "delete both files to fall back to the previous epoch")
+    tensors = load_file(str(weights))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, key = k.split(".", 2)
+                state.setdefault(int(pid), {})[key] = v
+        optimizer.load_state_dict({"state": state, "param_groups": rec["optimizer"]["param_groups"]})
+    return rec
+
+
+def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
+    """Load the model weights of a checkpoint (its .json record or .safetensors file) into ``model``."""
+    path = Path(path)
+    load_checkpoint(path if path.suffix == ".json" else path.with_suffix(".json"), model)
+    return model
+
+
+# --------------------------------------------------------------------------- the loop
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The sample order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: TrainConfig,
+        run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
+        record: dict[str, Any] | None = None) -> History:
+    """Train ``model`` (encode/decode) on train_x: (N, C, H, W) in [0, 1]; evaluate on test_x each epoch.
+
+    run_dir: where checkpoints go (none are written when None).  resume: continue from the newest
+    complete checkpoint in run_dir.  record: extra JSON-able facts stored in every checkpoint
+    (config, data hashes).  The model must be built under ``torch.manual_seed(cfg.seed)`` by the caller
+    for runs to be reproducible; ``fit`` seeds the data order itself.
+    """
+    device = resolve_device(cfg.device)
+    fmt = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
+    model.to(device).to(memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history = History()
+    start = 0
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume:
+        if run_dir is None:
+            raise AelabError("resume needs a run folder")
+        meta = latest_checkpoint(run_dir)
+        if meta is not None:
+            rec = load_checkpoint(meta, model, optimizer)
+            model.to(memory_format=fmt)
+            history.epochs = rec["history"]
+            start = rec["epoch"]
+    record = {"train_config": asdict(cfg), **(record or {}), "environment": environment()}
+
+    model.train()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        order = epoch_order(len(train_x), cfg.seed, epoch, cfg.shuffle)
+        running, seen = 0.0, 0
+        bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for step, idx in enumerate(bar):
+            x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
+            z = model.encode(x)
+            output = model.decode(z)
+            loss = lecture_loss(output, x)
+            value = loss.item()
+            if not math.isfinite(value):
+                last = latest_checkpoint(run_dir) if run_dir else None
+                raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step}; "
+                                       f"last good checkpoint: {last or 'none'}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += value * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{running / seen:.3f}")
+        test = evaluate_loss(model, test_x, cfg.eval_batch_size, device, fmt)
+        history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
+                               "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
+        if progress:
+            e = history.last
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
+                       f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
+        if run_dir is not None:
+            save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
+    model.to(memory_format=torch.contiguous_format)
+    return history

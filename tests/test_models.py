@@ -1,0 +1,90 @@
+"""The autoencoder against the lecture's slides (printed layers, tensor sizes) and PyTorch's size rules."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aelab.errors import ConfigError
+from aelab.models import AutoEncoder, ConvSpec, parse_spec
+from aelab.models.summary import layer_table
+
+# The slide "deep autoencoders: an example with MNIST", layer by layer.
+SLIDE_ENCODER = [
+    "Conv2d(1, 32, kernel_size=(5, 5), stride=(1, 1))", "ReLU", "Conv2d(32, 32, kernel_size=(5, 5), stride=(1, 1))",
+    "ReLU", "Conv2d(32, 32, kernel_size=(4, 4), stride=(2, 2))", "ReLU",
+    "Conv2d(32, 32, kernel_size=(3, 3), stride=(2, 2))", "ReLU", "Conv2d(32, 8, kernel_size=(4, 4), stride=(1, 1))",
+]
+SLIDE_DECODER = [
+    "ConvTranspose2d(8, 32, kernel_size=(4, 4), stride=(1, 1))", "ReLU",
+    "ConvTranspose2d(32, 32, kernel_size=(3, 3), stride=(2, 2))", "ReLU",
+    "ConvTranspose2d(32, 32, kernel_size=(4, 4), stride=(2, 2))", "ReLU",
+    "ConvTranspose2d(32, 32, kernel_size=(5, 5), stride=(1, 1))", "ReLU",
+    "ConvTranspose2d(32, 1, kernel_size=(5, 5), stride=(1, 1))",
+]
+# The slides "Tensor sizes / operations".
+SLIDE_SIZES = [(1, 28, 28), (32, 24, 24), (32, 20, 20), (32, 9, 9), (32, 4, 4), (8, 1, 1),
+               (32, 4, 4), (32, 9, 9), (32, 20, 20), (32, 24, 24), (1, 28, 28)]
+
+
+def _layers(seq):
+    return [("ReLU" if isinstance(m, torch.nn.ReLU) else repr(m)) for m in seq]
+
+
+def test_print_is_the_slide():
+    model = AutoEncoder(d=8)
+    assert _layers(model.encoder) == SLIDE_ENCODER and _layers(model.decoder) == SLIDE_DECODER
+    assert all(m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU))
+
+
+def test_size_table_is_the_slide_and_macs_follow_the_closed_form():
+    rows = layer_table(AutoEncoder(d=8), (1, 28, 28))
+    assert [rows[0].in_shape] + [r.out_shape for r in rows] == SLIDE_SIZES
+    for r in rows:
+        (ci, hi, wi), (co, ho, wo) = r.in_shape, r.out_shape
+        k = int(r.layer.split("kernel_size=(")[1].split(",")[0])
+        # conv: one k*k*C_in inner product per output; transposed conv: one k*k*C_out kernel copy per input
+        expected = ho * wo * co * ci * k * k if r.layer.startswith("Conv2d") else hi * wi * ci * co * k * k
+        assert r.macs == expected
+        assert r.params == ci * co * k * k + co
+    # the brief's check: one epoch of 60000 images, forward + backward ~ 3x forward, is ~8.7 TFLOP
+    assert 3 * 2 * sum(r.macs for r in rows) * 60000 / 1e12 == pytest.approx(8.77, abs=0.01)
+
+
+@pytest.mark.parametrize("d", [2, 4, 8, 16, 32])
+def test_latent_is_d_by_1_by_1(d):
+    model = AutoEncoder(d)
+    x = torch.rand(3, 1, 28, 28)
+    z = model.encode(x)
+    assert z.shape == (3, d) and model.decode(z).shape == x.shape
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2)),
+                       min_size=1, max_size=3),
+       h=st.integers(4, 33), w=st.integers(4, 33))
+def test_decoder_gives_back_the_input_size_or_refuses(layers, h, w):
+    spec = [ConvSpec(c, k, s, min(p, k - 1)) for c, k, s, p in layers]
+    try:
+        model = AutoEncoder(d=2, spec=spec, image_size=(h, w))
+    except ConfigError as e:
+        assert "encoder layer" in str(e)
+        # refused only when a layer's kernel does not fit its input (PyTorch's own conv would fail too)
+        with pytest.raises(RuntimeError):
+            torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, c.kernel, c.stride, c.padding) for c in spec])(
+                torch.zeros(1, 1, h, w))
+        return
+    x = torch.rand(2, 1, h, w)
+    assert model(x).shape == x.shape
+
+
+def test_spec_parsing_and_errors():
+    assert parse_spec("32:5:1, 8:4:2:1") == (ConvSpec(32, 5, 1), ConvSpec(8, 4, 2, 1))
+    with pytest.raises(ConfigError, match="layer 1"):
+        parse_spec("32:5:1,abc")
+    with pytest.raises(ConfigError, match=">= 1"):
+        parse_spec("32:0:1")
+    with pytest.raises(ConfigError, match="encoder layer 4 .*2x2 input, smaller than its kernel"):
+        AutoEncoder(8, image_size=20)
+    with pytest.raises(ConfigError, match=r"z of shape \(N, 8\)"):
+        AutoEncoder(8).decode(torch.zeros(2, 4))

@@ -1,0 +1,115 @@
+"""Training: the lecture's loss, learning on real MNIST, determinism, checkpoints, resume, divergence."""
+
+import json
+
+import pytest
+import torch
+
+from aelab.cli import main
+from aelab.data import to_float
+from aelab.models import AutoEncoder
+from aelab.train import (
+    TrainConfig,
+    TrainingDiverged,
+    fit,
+    latest_checkpoint,
+    lecture_loss,
+    load_checkpoint,
+    load_model_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def small(mnist_train, mnist_test):
+    return to_float(mnist_train.images[:5000]), to_float(mnist_test.images[:1000])
+
+
+def test_lecture_loss_closed_form():
+    out, x = torch.zeros(4, 1, 2, 2), torch.ones(4, 1, 2, 2)
+    assert float(lecture_loss(out, x)) == pytest.approx(0.5 * 4)  # 0.5 * 4 pixels * 1^2 per image
+
+
+def _model(seed=0, d=8):
+    torch.manual_seed(seed)
+    return AutoEncoder(d)
+
+
+def test_short_run_on_real_mnist_beats_the_mean_image(small):
+    train_x, test_x = small
+    # closed-form baseline: the best constant image (the training mean) has loss 0.5 * sum of variances
+    mean_image_loss = float(0.5 * (test_x - train_x.mean(0)).pow(2).sum() / len(test_x))
+    model = _model()
+    h = fit(model, train_x, test_x, TrainConfig(epochs=3, batch_size=50), progress=False)
+    assert h.last["test_loss"] < 0.85 * mean_image_loss
+    assert h.last["test_mse"] < 0.045
+    assert [e["epoch"] for e in h.epochs] == [1, 2, 3]
+
+
+def test_same_seed_same_weights(small):
+    train_x, test_x = small[0][:500], small[1][:100]
+    a, b = _model(), _model()
+    fit(a, train_x, test_x, TrainConfig(epochs=1), progress=False)
+    fit(b, train_x, test_x, TrainConfig(epochs=1), progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_resumed_run_continues_from_the_same_state(small, tmp_path):
+    train_x, test_x = small[0][:600], small[1][:100]
+    straight = _model()
+    h_straight = fit(straight, train_x, test_x, TrainConfig(epochs=3), tmp_path / "a", progress=False)
+
+    interrupted = _model()
+    fit(interrupted, train_x, test_x, TrainConfig(epochs=1), tmp_path / "b", progress=False)
+    resumed = _model(seed=123)  # different initial weights: everything must come from the checkpoint
+    h_resumed = fit(resumed, train_x, test_x, TrainConfig(epochs=3), tmp_path / "b", resume=True, progress=False)
+    for p, q in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert [e["train_loss"] for e in h_resumed.epochs] == [e["train_loss"] for e in h_straight.epochs]
+
+
+def test_checkpoint_round_trip(small, tmp_path):
+    model = _model()
+    fit(model, small[0][:300], small[1][:50], TrainConfig(epochs=1), tmp_path, progress=False,
+        record={"data": {"x": "hash"}})
+    meta = latest_checkpoint(tmp_path)
+    rec = json.loads(meta.read_text())
+    assert rec["epoch"] == 1 and rec["data"] == {"x": "hash"} and rec["train_config"]["seed"] == 0
+    assert rec["environment"]["versions"]["torch"].startswith("2.")
+    fresh = load_model_weights(meta.with_suffix(".safetensors"), _model(seed=5))
+    for p, q in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    opt = torch.optim.Adam(fresh.parameters())
+    load_checkpoint(meta, fresh, opt)
+    assert all(int(s["step"]) == 3 for s in opt.state.values())  # 300 images / 100 per batch
+
+
+def test_damaged_checkpoint_is_skipped_on_resume(small, tmp_path):
+    model = _model()
+    fit(model, small[0][:200], small[1][:50], TrainConfig(epochs=2), tmp_path, progress=False)
+    weights = tmp_path / "checkpoints" / "epoch-0002.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    assert latest_checkpoint(tmp_path).name == "epoch-0001.json"
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    train_x = small[0][:400].clone()
+    model = _model()
+    fit(model, train_x, small[1][:50], TrainConfig(epochs=1, shuffle=False), tmp_path, progress=False)
+    train_x[350] = float("nan")
+    with pytest.raises(TrainingDiverged, match="epoch 2.*epoch-0001.json"):
+        fit(model, train_x, small[1][:50], TrainConfig(epochs=3, shuffle=False), tmp_path, resume=True,
+            progress=False)
+    assert latest_checkpoint(tmp_path).name == "epoch-0001.json"
+    assert not (tmp_path / "checkpoints" / "epoch-0002.json").exists()
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "synthetic", "--out", str(out), "--n-train", "300", "--quiet"]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert "test: mse" in capsys.readouterr().out
+    assert main([*args, "--epochs", "1"]) == 2  # refuses to overwrite checkpoints
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and (out / "run.json").exists()
