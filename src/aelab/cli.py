@@ -145,7 +145,8 @@ def train_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")],
     data = DataConfig(dataset, n_train)
     cfg = AEConfig(d=d, spec=_spec(spec), data=data, train=_train_config(epochs, batch_size, lr, seed, device))
     _, m = train_autoencoder(cfg, out, resume=resume, progress=not quiet, judge=judge_for(data, not quiet))
-    kept = f"  digit kept {m['digit_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})" if "digit_kept" in m else ""
+    kept = (f"  digit kept {m['digit_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})"
+            if "digit_kept" in m else "")
     typer.echo(f"test: mse {m['mse']:.5f}  loss {m['loss']:.3f}  psnr {m['psnr']:.2f} dB{kept}")
     typer.echo(f"wrote {out}/metrics.json and checkpoints in {out}/checkpoints")
 
