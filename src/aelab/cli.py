@@ -171,6 +171,90 @@ def sweep_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")] = 
     typer.echo(f"wrote {out}/results.csv, {out}/results.md and {out}/figures/")
 
 
+# --------------------------------------------------------------------------- operators
+ops_app = typer.Typer(help="Convolution and transposed-convolution tools: shapes, the matrix view, artefacts, "
+                           "step-by-step frames.", no_args_is_help=True)
+app.add_typer(ops_app, name="ops")
+Kernel = Annotated[int, typer.Option("--kernel", "-k", help="Kernel size w.")]
+Stride = Annotated[int, typer.Option("--stride", "-s", help="Stride s.")]
+
+
+@ops_app.command("shapes")
+def ops_shapes(size: Annotated[int, typer.Option("--size", "-W", help="Input size W.")], kernel: Kernel,
+               stride: Stride = 1, padding: Annotated[int, typer.Option("--padding", "-p")] = 0,
+               dilation: Annotated[int, typer.Option("--dilation", "-d")] = 1) -> None:
+    """Output sizes of conv and transposed conv, and whether conv + transposed conv gives back W."""
+    from aelab.ops import conv_transpose_output_size, restoring_sizes, round_trip
+
+    rt = round_trip(size, kernel, stride, padding, dilation)
+    typer.echo(f"conv:            {size} -> {rt.conv_size}   (floor(({size} + 2*{padding} - {dilation}*({kernel}-1)"
+               f" - 1) / {stride}) + 1)")
+    if rt.back_size >= 1:
+        typer.echo(f"transposed conv: {rt.conv_size} -> {rt.back_size}   (({rt.conv_size} - 1)*{stride} - "
+                   f"2*{padding} + {dilation}*({kernel}-1) + 1)")
+    typer.echo(f"transposed conv of W itself: {size} -> "
+               f"{conv_transpose_output_size(size, kernel, stride, 0, dilation)} (padding 0)")
+    if rt.restores:
+        typer.echo(f"back-to-back: W = {size} comes back exactly (W = w + s q holds)")
+    else:
+        typer.echo(f"back-to-back: gives {rt.back_size}, not {size}: the strided convolution never reads the "
+                   f"last {rt.unseen} pixel(s); output_padding={rt.output_padding} restores W")
+    near = restoring_sizes(kernel, stride, max(1, size - 3 * stride), size + 3 * stride, padding, dilation)
+    typer.echo(f"sizes near W that come back exactly: {', '.join(map(str, near))}")
+
+
+@ops_app.command("matrix")
+def ops_matrix(length: Annotated[int, typer.Option("--length", "-n", help="Signal length.")] = 7,
+               kernel: Kernel = 3, stride: Stride = 1,
+               out: Annotated[Path | None, typer.Option("--out", help="Also save a PNG figure.")] = None) -> None:
+    """Print the convolution matrix and its transpose as on the slide (kernel entries named κ1, κ2, ...)."""
+    from aelab.ops.plots import format_matrix, plot_matrix, symbolic_matrix
+
+    sym = symbolic_matrix(length, kernel, stride)
+    typer.echo(f"convolution ({len(sym)}x{length}): y = M x, a series of inner products")
+    typer.echo(format_matrix(sym))
+    typer.echo(f"\ntransposed convolution ({length}x{len(sym)}): y = M^T x, a weighted sum of translated kernels")
+    typer.echo(format_matrix([list(r) for r in zip(*sym, strict=True)]))
+    if out:
+        typer.echo(f"wrote {plot_matrix(length, kernel, stride, out)}")
+
+
+@ops_app.command("artefacts")
+def ops_artefacts(out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for the figures.")],
+                  kernel: Kernel = 4, stride: Stride = 3, seed: int = 0) -> None:
+    """Coverage map and checkerboard score of a transposed conv, and the upsamplers on a constant input."""
+    from aelab.ops.artefacts import coverage, coverage_score
+    from aelab.ops.plots import plot_coverage, plot_upsamplers
+
+    cov = coverage(kernel, stride, size=2 * kernel + 2)
+    typer.echo(f"coverage (1D, kernel {kernel}, stride {stride}): {' '.join(f'{v:.0f}' for v in cov)}")
+    typer.echo(f"checkerboard score: {coverage_score(kernel, stride):.4f}  (0 = even coverage)")
+    typer.echo(f"wrote {plot_coverage(kernel, stride, out_dir / f'coverage-k{kernel}-s{stride}.png')}")
+    path, scores = plot_upsamplers(out_dir / f"upsamplers-x{stride}-k{kernel}.png", stride, kernel, seed)
+    for method, score in scores.items():
+        typer.echo(f"  constant input through {method:20s} score {score:.4f}")
+    typer.echo(f"wrote {path}")
+
+
+@ops_app.command("frames")
+def ops_frames(out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for PNG frames and the GIF.")],
+               signal: Annotated[str, typer.Option("--input", help="Comma-separated input.")] = "1,2,0,-1,3",
+               weights: Annotated[str, typer.Option("--weights", help="Comma-separated kernel.")] = "1,2,-1",
+               stride: Stride = 1,
+               transposed: Annotated[bool, typer.Option("--transposed", help="Transposed convolution.")] = False
+               ) -> None:
+    """Step-by-step figures of a 1D convolution or transposed convolution, as PNG frames and a GIF."""
+    from aelab.ops.plots import conv_frames, save_frames
+
+    try:
+        x, w = ([float(v) for v in t.split(",")] for t in (signal, weights))
+    except ValueError:
+        raise typer.BadParameter("--input and --weights take comma-separated numbers") from None
+    stem = f"{'conv-transpose' if transposed else 'conv'}1d-s{stride}"
+    pngs, gif = save_frames(conv_frames(x, w, stride, transposed), out_dir, stem)
+    typer.echo(f"wrote {len(pngs)} frames and {gif}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aelab`` script; returns the exit status."""
     try:

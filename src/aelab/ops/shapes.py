@@ -73,5 +73,6 @@ def round_trip(size: int, kernel: int, stride: int = 1, padding: int = 0, dilati
 
 def restoring_sizes(kernel: int, stride: int, lo: int, hi: int, padding: int = 0, dilation: int = 1) -> list[int]:
     """All W in [lo, hi] that a conv + transposed conv of these parameters gives back exactly (W = w + s q)."""
+    span = dilation * (kernel - 1) + 1
     return [w for w in range(lo, hi + 1)
-            if w + 2 * padding >= dilation * (kernel - 1) + 1 and round_trip(w, kernel, stride, padding, dilation).restores]
+            if w + 2 * padding >= span and round_trip(w, kernel, stride, padding, dilation).restores]

@@ -1,0 +1,105 @@
+"""Checkerboard artefacts of transposed convolutions, and the alternatives that avoid them.
+
+A transposed convolution adds one translated kernel per input pixel.  With stride s, output pixel u
+receives the taps j with u = i s + j d for some input i: when the kernel span is not a multiple of s,
+neighbouring pixels receive different numbers of taps (the lecture's 4x4 kernel, stride 3: 1, 2 or 4).
+That uneven *coverage* is where the grid pattern comes from.
+
+The checkerboard score of a map is its relative peak-to-peak over the interior (borders cropped by the
+kernel span, where a finite input thins the coverage anyway):
+
+    score(m) = (max(m_int) - min(m_int)) / mean(|m_int|)          0 exactly when m_int is constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from aelab.errors import ConfigError
+from aelab.ops import conv_transpose_nd
+from aelab.ops.shapes import ntuple
+
+
+def coverage(kernel: int | Sequence[int], stride: int | Sequence[int], dilation: int | Sequence[int] = 1,
+             size: int | Sequence[int] | None = None, nd: int | None = None) -> np.ndarray:
+    """How many kernel taps land on each output position of a transposed convolution (1D or 2D).
+
+    It is conv_transpose(ones input of ``size``, ones kernel) computed by the reference operator.
+    size defaults to enough inputs (2 k + 2 per dimension) to show a periodic interior.
+    """
+    nd = nd or (len(kernel) if not isinstance(kernel, int) else 1)
+    k, s, d = ntuple(kernel, nd, "kernel"), ntuple(stride, nd, "stride"), ntuple(dilation, nd, "dilation")
+    size = ntuple(size if size is not None else [2 * ki + 2 for ki in k], nd, "size")
+    ones = np.ones((1, 1, *size))
+    return conv_transpose_nd(ones, np.ones((1, 1, *k)), stride=s, dilation=d)[0, 0]
+
+
+def interior(m: np.ndarray, margin: int | Sequence[int]) -> np.ndarray:
+    margin = ntuple(margin, m.ndim, "margin")
+    if any(2 * g >= n for g, n in zip(margin, m.shape, strict=True)):
+        raise ConfigError(f"map of shape {m.shape} has no interior after cropping {margin} from each side")
+    return m[tuple(slice(g, n - g) for g, n in zip(margin, m.shape, strict=True))]
+
+
+def checkerboard_score(m: np.ndarray, margin: int | Sequence[int] = 0) -> float:
+    """(max - min) / mean(|.|) over the interior of ``m``: 0 for a uniform map (see module docstring)."""
+    inner = interior(np.asarray(m, np.float64), margin)
+    scale = np.abs(inner).mean()
+    return 0.0 if scale == 0 else float((inner.max() - inner.min()) / scale)
+
+
+def coverage_score(kernel: int, stride: int, dilation: int = 1) -> float:
+    """Checkerboard score of a transposed convolution's coverage, over whole periods of the interior.
+
+    (A square 2D kernel's coverage is the outer product of two 1D ones, so its pattern has the same period.)
+    """
+    span = dilation * (kernel - 1) + 1
+    inner = interior(coverage(kernel, stride, dilation, size=2 * span + 4 * stride + 2), span)
+    return checkerboard_score(inner[: len(inner) // stride * stride])
+
+
+# --------------------------------------------------------------------------- upsamplers compared
+UPSAMPLERS = ("transposed", "resize-nearest", "resize-bilinear", "pixel-shuffle", "pixel-shuffle-icnr")
+
+
+@dataclass(frozen=True)
+class Response:
+    method: str
+    output: np.ndarray   # (H, W) response to a constant input
+    score: float
+
+
+def upsampler(method: str, scale: int, kernel: int, seed: int = 0) -> nn.Module:
+    """One channel in, one channel out, upsampling by ``scale``; random (seeded) PyTorch default init.
+
+    transposed: ConvTranspose2d(kernel, stride=scale).  resize-*: F.interpolate then a kernel x kernel
+    conv (the "resize-convolution").  pixel-shuffle: a conv to scale^2 channels, then PixelShuffle (the
+    "sub-pixel convolution"); -icnr initialises those scale^2 sub-kernels identical (ICNR, Aitken et al. 2017).
+    """
+    torch.manual_seed(seed)
+    pad = kernel // 2
+    if method == "transposed":
+        return nn.ConvTranspose2d(1, 1, kernel, stride=scale, bias=False)
+    if method in ("resize-nearest", "resize-bilinear"):
+        mode = method.split("-")[1]
+        conv = nn.Conv2d(1, 1, kernel, padding=pad, bias=False, padding_mode="replicate")
+        return nn.Sequential(nn.Upsample(scale_factor=scale, mode=mode), conv)
+    if method in ("pixel-shuffle", "pixel-shuffle-icnr"):
+        conv = nn.Conv2d(1, scale * scale, kernel, padding=pad, bias=False, padding_mode="replicate")
+        if method.endswith("icnr"):
+            with torch.no_grad():
+                conv.weight.copy_(conv.weight[:1].expand_as(conv.weight))
+        return nn.Sequential(conv, nn.PixelShuffle(scale))
+    raise ConfigError(f"unknown upsampler {method!r}; choose one of: {', '.join(UPSAMPLERS)}")
+
+
+@torch.no_grad()
+def constant_response(method: str, scale: int = 3, kernel: int = 4, size: int = 8, seed: int = 0) -> Response:
+    """Feed a constant image to a random upsampler: any pattern in the interior is an artefact of the method."""
+    out = upsampler(method, scale, kernel, seed)(torch.ones(1, 1, size, size))[0, 0].numpy()
+    return Response(method, out, checkerboard_score(out, margin=kernel + scale))
