@@ -68,8 +68,11 @@ def data_show(name: str, out: Annotated[Path, typer.Option("--out", help="PNG fi
 
 
 @app.command("demo")
-def demo(out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo")) -> None:
-    """The main job: the MNIST summary and the lecture's 3x12 grid of the first 36 test digits."""
+def demo(out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
+         dims: Annotated[str, typer.Option("--dims", help="Latent sizes of the short sweep.")] = "2,8,32",
+         epochs: Annotated[int, typer.Option(help="Epochs per autoencoder (the full sweep uses 10).")] = 1,
+         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False) -> None:
+    """The main job: MNIST summary, the lecture's 3x12 grid, then a short CNN-vs-PCA sweep on all 60000 digits."""
     from aelab.data import load
     from aelab.figures import save_rows
     from aelab.runs import record
@@ -81,8 +84,11 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Run folder to write.")
     typer.echo(f"source: {data['test'].source}")
     first = data["test"].subset(36)
     grid = save_rows(out / "mnist-test-36.png", [("X (original samples)", first.images)])
-    record(out, config={"job": "demo"}, seed=None, data={f"mnist/{s}": d.content_hash() for s, d in data.items()})
+    record(out, config={"job": "demo"}, seed=None, data={f"mnist/{s}": d.content_hash() for s, d in data.items()},
+           name="data.json")
     typer.echo(f"wrote {grid}  labels: {' '.join(map(str, first.labels))}")
+    typer.echo(f"\nshort sweep (d = {dims}, {epochs} epoch(s); the full one: aelab sweep --out runs/sweep):")
+    sweep_cmd(out=out / "sweep", dims=dims, epochs=epochs, quiet=quiet)
 
 
 # --------------------------------------------------------------------------- models, training, sweep
