@@ -8,7 +8,7 @@ import torch
 
 from aelab.cli import main
 from aelab.data import load, to_float
-from aelab.evaluate import reconstruction_scores, scores, train_classifier
+from aelab.evaluate import reconstruction_scores, scores
 from aelab.experiments import DataConfig, SweepConfig, sweep, with_train
 from aelab.train import TrainConfig
 
@@ -39,11 +39,6 @@ def test_reconstruction_scores_closed_form():
     assert s["mse"] == pytest.approx((0.01 + 0.04) / 2)
     assert s["loss"] == pytest.approx(0.5 * (4 * 0.01 + 4 * 0.04) / 2)
     assert s["psnr"] == pytest.approx((10 * np.log10(1 / 0.01) + 10 * np.log10(1 / 0.04)) / 2)
-
-
-@pytest.fixture(scope="module")
-def small_judge(mnist_train, mnist_test):
-    return train_classifier(mnist_train.subset(12000), mnist_test.subset(2000), epochs=2, progress=False)
 
 
 def test_digit_kept_of_the_identity_is_the_classifier_accuracy(small_judge, mnist_test):

@@ -141,15 +141,19 @@ def train_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")],
               device: Device = "auto", dataset: Dataset = "mnist", n_train: NTrain = None,
               resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint "
                                                                     "in --out.")] = False,
+              model: Annotated[str, typer.Option("--model", help="ae (the lecture's autoencoder) or vae.")] = "ae",
+              beta: Annotated[float, typer.Option("--beta", help="VAE: weight of the KL term.")] = 1.0,
               quiet: Quiet = False) -> None:
-    """Train one autoencoder with the lecture's loss 0.5*sum((x_hat - x)^2)/N and Adam; checkpoint each epoch."""
+    """Train one model with Adam, checkpointing each epoch: the lecture's autoencoder with its loss
+    0.5*sum((x_hat - x)^2)/N, or a VAE / beta-VAE (negative ELBO) on the same architecture."""
     from aelab.experiments import AEConfig, DataConfig, judge_for, train_autoencoder
     from aelab.train import latest_checkpoint
 
     if not resume and latest_checkpoint(out) is not None:
         raise typer.BadParameter(f"{out} already holds checkpoints; pass --resume or choose another --out")
     data = DataConfig(dataset, n_train)
-    cfg = AEConfig(d=d, spec=_spec(spec), data=data, train=_train_config(epochs, batch_size, lr, seed, device))
+    cfg = AEConfig(d=d, spec=_spec(spec), model=model, beta=beta, data=data,
+                   train=_train_config(epochs, batch_size, lr, seed, device))
     _, m = train_autoencoder(cfg, out, resume=resume, progress=not quiet, judge=judge_for(data, not quiet))
     kept = (f"  digit kept {m['digit_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})"
             if "digit_kept" in m else "")
@@ -175,6 +179,96 @@ def sweep_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")] = 
     sweep(cfg, out, progress=not quiet)
     typer.echo((out / "results.md").read_text())
     typer.echo(f"wrote {out}/results.csv, {out}/results.md and {out}/figures/")
+
+
+# --------------------------------------------------------------------------- the latent space
+RunDir = Annotated[Path, typer.Option("--run", help="A finished 'aelab train' run folder.")]
+
+
+@app.command("interpolate")
+def interpolate_cmd(run: Annotated[Path | None, typer.Option("--run", help="A finished 'aelab train' run folder "
+                                                                            "(or use --pca).")] = None,
+                    pca: Annotated[int | None, typer.Option("--pca", help="Interpolate in PCA with this d.")] = None,
+                    out: Annotated[Path, typer.Option("--out", help="PNG file.")] = Path("interpolation.png"),
+                    pairs: Annotated[int, typer.Option(help="Random test pairs (rows).")] = 6,
+                    steps: Annotated[int, typer.Option(help="Steps from a = 0 to 1 (columns).")] = 12,
+                    seed: Seed = 0) -> None:
+    """Latent interpolation xi(x, x', a) = g((1 - a) f(x) + a f(x')) between random test pairs."""
+    from aelab.data import load, to_float
+    from aelab.figures import save_rows
+    from aelab.latent import interpolate, random_pairs
+
+    if (run is None) == (pca is None):
+        raise typer.BadParameter("give exactly one of --run and --pca")
+    if run is not None:
+        from aelab.experiments import load_trained
+
+        codec, cfg = load_trained(run)
+        name, test = f"{cfg.model.upper()} d = {cfg.d}", load(cfg.data.name, "test")
+    else:
+        from aelab.pca import PCA
+
+        codec = PCA(pca, seed=seed).fit(to_float(load("mnist", "train").images))
+        name, test = f"PCA d = {pca}", load("mnist", "test")
+    x = to_float(test.images)
+    i0, i1 = random_pairs(len(x), pairs, seed)
+    grid = interpolate(codec, x[i0], x[i1], steps).flatten(0, 1)
+    save_rows(out, [("", grid)], ncols=steps, title=f"{name} interpolation")
+    typer.echo(f"wrote {out}: {pairs} pairs (test indices {list(zip(i0.tolist(), i1.tolist(), strict=True))})")
+
+
+@app.command("sample")
+def sample_cmd(run: RunDir,
+               density: Annotated[str, typer.Option(help="diag, full, gmm, flow or prior (VAE).")] = "diag",
+               n: Annotated[int, typer.Option("-n", help="Samples to draw and score.")] = 5000,
+               components: Annotated[int | None, typer.Option(help="GMM components (default: by BIC).")] = None,
+               out: Annotated[Path, typer.Option("--out", help="PNG grid of the first 48 samples.")] = Path(
+                   "samples.png"),
+               seed: Seed = 0) -> None:
+    """Fit a density on the training latents of a trained model, sample, decode, and score the samples."""
+    from aelab.data import load, to_float
+    from aelab.experiments import judge_for, load_trained
+    from aelab.figures import save_rows
+    from aelab.latent import decode_all, encode_all, make_density
+    from aelab.quality import Reference, sample_scores
+
+    codec, cfg = load_trained(run)
+    x_train = to_float(load(cfg.data.name, "train").images)
+    options = {"n_components": components} if density == "gmm" else {}
+    dens = make_density(density, seed=seed, **options).fit(encode_all(codec, x_train))
+    x = decode_all(codec, dens.sample(n, seed=seed))
+    save_rows(out, [(f"{cfg.model.upper()} d = {cfg.d}, samples from {density}", x[:48])])
+    judge = judge_for(cfg.data)
+    if judge is not None:
+        s = sample_scores(Reference.build(judge, x_train), x)
+        typer.echo("  ".join(f"{k} {v:.4f}" for k, v in s.items()))
+    typer.echo(f"wrote {out}")
+
+
+@app.command("latent")
+def latent_cmd(out: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/latent"),
+               models: Annotated[Path | None, typer.Option("--models", help="Folder with ae-d{d} / vae-d{d} runs "
+                                                                              "(missing ones are trained there); "
+                                                                              "default: --out.")] = None,
+               dims: Annotated[str, typer.Option("--dims")] = "8,16,32",
+               densities: Annotated[str, typer.Option("--densities")] = "diag,full,gmm,flow",
+               vae: Annotated[list[str] | None, typer.Option("--vae", help="BETA@D1,D2,...: a VAE (beta 1) or "
+                                                                           "beta-VAE per latent size; repeat.")] = None,
+               epochs: Epochs = 10, n: Annotated[int, typer.Option("-n", help="Samples per row.")] = 5000,
+               seed: Seed = 0, quiet: Quiet = False) -> None:
+    """Interpolations, samples from each density (and VAE priors), scored: FID-MNIST, confident share, ..."""
+    from aelab.experiments import LatentConfig, latent_study
+
+    try:
+        dim_list = tuple(int(v) for v in dims.split(","))
+        vaes = tuple((float(b), tuple(int(v) for v in ds.split(","))) for b, ds in
+                     (item.split("@") for item in (vae if vae is not None else ["1@" + dims, "4@16"])))
+    except ValueError:
+        raise typer.BadParameter("--dims takes 8,16,32 and --vae takes BETA@D1,D2 (e.g. 1@8,16,32)") from None
+    cfg = LatentConfig(dims=dim_list, densities=tuple(filter(None, densities.split(","))), vaes=vaes,
+                       train=_train_config(epochs, 100, 1e-3, seed, "auto"), n_samples=n, seed=seed)
+    latent_study(cfg, out, models, progress=not quiet)
+    typer.echo((out / "latent.md").read_text())
 
 
 # --------------------------------------------------------------------------- operators

@@ -92,6 +92,15 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
     return {"loss": 0.5 * total / len(x), "mse": total / (len(x) * n_pix)}
 
 
+def training_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's own objective when it defines one (a VAE's negative ELBO), else the lecture's loss."""
+    if hasattr(model, "loss"):
+        return model.loss(x)
+    z = model.encode(x)
+    output = model.decode(z)
+    return lecture_loss(output, x)
+
+
 # --------------------------------------------------------------------------- checkpoints
 def _ckpt_paths(run_dir: Path, epoch: int) -> tuple[Path, Path]:
     stem = run_dir / "checkpoints" / f"epoch-{epoch:04d}"
@@ -193,9 +202,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                    leave=False, unit="batch")
         for step, idx in enumerate(bar):
             x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
-            z = model.encode(x)
-            output = model.decode(z)
-            loss = lecture_loss(output, x)
+            loss = training_loss(model, x)
             value = loss.item()
             if not math.isfinite(value):
                 last = latest_checkpoint(run_dir) if run_dir else None

@@ -1,0 +1,226 @@
+"""The latent space: interpolation, and density models q^Z fitted on training latents to sample from.
+
+Interpolation (the lecture):  xi(x, x', a) = g((1 - a) f(x) + a f(x')).
+Sampling (the lecture):       z ~ q^Z, x = g(z), with q^Z fitted on f(X_train).
+
+Densities share scikit-learn's vocabulary: ``fit(z) -> self``, ``sample(n, seed) -> z``,
+``log_prob(z) -> (N,)`` in nats.  The lecture's choice is "diag"; the others are what repairs it:
+
+    diag   N(m, diag s^2)                      the lecture's "Results :("
+    full   N(m, S), full covariance
+    gmm    mixture of full Gaussians (scikit-learn), components given or chosen by BIC
+    flow   RealNVP (Dinh et al., 2017): affine coupling layers trained by maximum likelihood
+    prior  N(0, I): a VAE's prior, nothing to fit
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from sklearn.mixture import GaussianMixture
+from torch import nn
+from tqdm.auto import tqdm
+
+from aelab.errors import ConfigError
+from aelab.evaluate import Codec
+
+
+# --------------------------------------------------------------------------- interpolation
+@torch.no_grad()
+def interpolate(codec: Codec, x0: torch.Tensor, x1: torch.Tensor, steps: int = 12) -> torch.Tensor:
+    """x0, x1: (P, C, H, W) pairs -> (P, steps, C, H, W), a = 0 ... 1; column 0 is g(f(x0)), the last g(f(x1))."""
+    if isinstance(codec, nn.Module):
+        codec.eval()
+    z0, z1 = codec.encode(x0), codec.encode(x1)                   # (P, D)
+    a = torch.linspace(0, 1, steps).view(1, steps, 1)
+    z = ((1 - a) * z0[:, None] + a * z1[:, None]).flatten(0, 1)   # (P * steps, D)
+    return codec.decode(z).view(len(x0), steps, *x0.shape[1:])
+
+
+def random_pairs(n_items: int, n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(n_items, size=(n_pairs, 2), replace=False if 2 * n_pairs <= n_items else True)
+    return idx[:, 0], idx[:, 1]
+
+
+@torch.no_grad()
+def encode_all(codec: Codec, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """f(x) for all x: (N, C, H, W) -> (N, D) float64."""
+    if isinstance(codec, nn.Module):
+        codec.eval()
+    return torch.cat([codec.encode(xb) for xb in x.split(batch_size)]).double().numpy()
+
+
+@torch.no_grad()
+def decode_all(codec: Codec, z: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+    if isinstance(codec, nn.Module):
+        codec.eval()
+    zt = torch.as_tensor(z, dtype=torch.float32)
+    return torch.cat([codec.decode(zb) for zb in zt.split(batch_size)])
+
+
+# --------------------------------------------------------------------------- densities
+class DiagGaussian:
+    """N(m, diag s^2): the lecture's model, m and s^2 estimated on training latents."""
+
+    def fit(self, z: np.ndarray) -> DiagGaussian:
+        self.mean_, self.var_ = z.mean(0), z.var(0) + 1e-12
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        return self.mean_ + np.sqrt(self.var_) * np.random.default_rng(seed).standard_normal((n, len(self.mean_)))
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        return -0.5 * (((z - self.mean_) ** 2 / self.var_) + np.log(2 * np.pi * self.var_)).sum(1)
+
+
+class FullGaussian:
+    """N(m, S) with the full covariance S."""
+
+    def fit(self, z: np.ndarray) -> FullGaussian:
+        self.mean_ = z.mean(0)
+        self.cov_ = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1]) + 1e-9 * np.eye(z.shape[1])
+        self.chol_ = np.linalg.cholesky(self.cov_)
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        eps = np.random.default_rng(seed).standard_normal((n, len(self.mean_)))
+        return self.mean_ + eps @ self.chol_.T
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        sol = np.linalg.solve(self.chol_, (z - self.mean_).T)  # L^-1 (z - m)
+        logdet = 2 * np.log(np.diag(self.chol_)).sum()
+        return -0.5 * ((sol**2).sum(0) + logdet + len(self.mean_) * np.log(2 * np.pi))
+
+
+class StandardNormal:
+    """N(0, I): the prior of a VAE. ``fit`` only records the dimension."""
+
+    def fit(self, z: np.ndarray) -> StandardNormal:
+        self.dim_ = z.shape[1]
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal((n, self.dim_))
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        return -0.5 * (z**2 + np.log(2 * np.pi)).sum(1)
+
+
+class GMM:
+    """Mixture of full-covariance Gaussians; ``n_components=None`` picks it by BIC among ``candidates``.
+
+    BIC is computed on (at most) ``bic_subset`` training latents to keep the search fast; the chosen
+    mixture is then refitted on all of them.
+    """
+
+    def __init__(self, n_components: int | None = None, candidates=(1, 5, 10, 20, 40, 80), seed: int = 0,
+                 bic_subset: int = 20000):
+        self.n_components, self.candidates, self.seed, self.bic_subset = n_components, candidates, seed, bic_subset
+
+    def _mixture(self, k: int) -> GaussianMixture:
+        return GaussianMixture(k, covariance_type="full", random_state=self.seed, max_iter=300, reg_covar=1e-5)
+
+    def fit(self, z: np.ndarray) -> GMM:
+        k = self.n_components
+        if k is None:
+            sub = z[np.random.default_rng(self.seed).permutation(len(z))[: self.bic_subset]]
+            self.bic_ = {c: float(self._mixture(c).fit(sub).bic(sub)) for c in self.candidates if c < len(sub)}
+            k = min(self.bic_, key=self.bic_.get)
+        self.model_ = self._mixture(k).fit(z)
+        self.n_components_ = k
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        self.model_.random_state = seed
+        z, _ = self.model_.sample(n)
+        return z[np.random.default_rng(seed).permutation(n)]  # sklearn returns samples grouped by component
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        return self.model_.score_samples(z)
+
+
+class _Coupling(nn.Module):
+    """Affine coupling: the unmasked half is scaled and shifted by functions of the masked half."""
+
+    def __init__(self, dim: int, mask: torch.Tensor, hidden: int):
+        super().__init__()
+        self.register_buffer("mask", mask)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, 2 * dim))
+        nn.init.zeros_(self.net[-1].weight)  # start as the identity map
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (y, log|det dy/dx|) (the data-to-noise direction)."""
+        s, t = self.net(x * self.mask).chunk(2, dim=1)
+        s = torch.tanh(s) * (1 - self.mask)
+        t = t * (1 - self.mask)
+        return x * self.mask + (1 - self.mask) * (x * s.exp() + t), s.sum(1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        s, t = self.net(y * self.mask).chunk(2, dim=1)
+        s = torch.tanh(s) * (1 - self.mask)
+        return y * self.mask + (1 - self.mask) * ((y - t) * (-s).exp())
+
+
+class Flow:
+    """RealNVP in latent space: standardise z, then ``layers`` affine couplings to N(0, I)."""
+
+    def __init__(self, layers: int = 6, hidden: int = 96, steps: int = 2000, batch_size: int = 256,
+                 lr: float = 1e-3, seed: int = 0, progress: bool = False):
+        self.layers, self.hidden, self.steps, self.batch_size = layers, hidden, steps, batch_size
+        self.lr, self.seed, self.progress = lr, seed, progress
+
+    def _log_prob_std(self, u: torch.Tensor) -> torch.Tensor:
+        logdet = torch.zeros(len(u))
+        for layer in self.couplings_:
+            u, ld = layer(u)
+            logdet = logdet + ld
+        return -0.5 * (u.pow(2) + math.log(2 * math.pi)).sum(1) + logdet
+
+    def fit(self, z: np.ndarray) -> Flow:
+        torch.manual_seed(self.seed)
+        dim = z.shape[1]
+        self.mean_, self.std_ = z.mean(0), z.std(0) + 1e-8
+        masks = [(torch.arange(dim) % 2 == i % 2).float() for i in range(self.layers)]
+        if dim == 1:
+            raise ConfigError("the flow density needs a latent of at least 2 dimensions")
+        self.couplings_ = nn.ModuleList(_Coupling(dim, m, self.hidden) for m in masks)
+        u = torch.as_tensor((z - self.mean_) / self.std_, dtype=torch.float32)
+        opt = torch.optim.Adam(self.couplings_.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in tqdm(range(self.steps), desc="flow", disable=not self.progress, leave=False):
+            idx = torch.randint(len(u), (self.batch_size,), generator=gen)
+            loss = -self._log_prob_std(u[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        self.couplings_.eval()
+        return self
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        u = torch.randn(n, len(self.mean_), generator=torch.Generator().manual_seed(seed))
+        for layer in reversed(self.couplings_):
+            u = layer.inverse(u)
+        return u.double().numpy() * self.std_ + self.mean_
+
+    @torch.no_grad()
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        u = torch.as_tensor((z - self.mean_) / self.std_, dtype=torch.float32)
+        return self._log_prob_std(u).double().numpy() - np.log(self.std_).sum()
+
+
+DENSITIES = {"diag": DiagGaussian, "full": FullGaussian, "gmm": GMM, "flow": Flow, "prior": StandardNormal}
+
+
+def make_density(name: str, seed: int = 0, **options):
+    if name not in DENSITIES:
+        raise ConfigError(f"unknown density {name!r}; choose one of: {', '.join(DENSITIES)}")
+    cls = DENSITIES[name]
+    return cls(seed=seed, **options) if name in ("gmm", "flow") else cls(**options)

@@ -1,0 +1,81 @@
+"""Scores of generated images, all in the eyes of aelab's fixed MNIST classifier (``evaluate.Judge``).
+
+- ``fid``: "FID-MNIST", the Fréchet distance between Gaussians fitted to the classifier's 128-d penultimate
+  features of the samples and of the training images:  |m1 - m2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+  (Heusel et al., 2017, with the MNIST classifier in place of Inception; numbers are comparable only within aelab.)
+- ``confident``: the share of samples the classifier labels with probability > 0.9 (a recognisable digit).
+- ``class_entropy``: entropy (bits) of the histogram of predicted labels; log2(10) = 3.32 when all digits
+  appear equally often, 0 when every sample is the same digit (mode collapse).
+- ``nn_distance``: mean L2 distance (pixels in [0, 1]) from a sample to its nearest training image; far
+  below the value for real test images would mean the model copies its training set.
+
+Real test images scored the same way give the floor of each score (``reference_floor``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from aelab.evaluate import Judge
+
+
+@torch.no_grad()
+def classifier_outputs(judge: Judge, x: torch.Tensor, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, 128) and class probabilities (N, 10) of images x: (N, 1, 28, 28) (clipped to [0, 1])."""
+    judge.model.eval()
+    feats, probs = [], []
+    for xb in x.split(batch_size):
+        f = judge.model.features(xb.clamp(0, 1))
+        feats.append(f.double())
+        probs.append(judge.model.head(f).softmax(1).double())
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+
+
+def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """|m1 - m2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the 2-Wasserstein distance^2 of two Gaussians.
+
+    Tr (S1 S2)^(1/2) = sum of sqrt(eigenvalues of S1^(1/2) S2 S1^(1/2)), a symmetric PSD matrix: stable
+    even when a covariance is singular (where sqrtm of the non-symmetric product is not).
+    """
+    w, v = linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_covmean = np.sqrt(np.clip(linalg.eigvalsh(root1 @ s2 @ root1), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+@dataclass
+class Reference:
+    """What samples are compared with: the training images and their feature statistics."""
+
+    judge: Judge
+    train_flat: torch.Tensor  # (N, H*W) float64 in [0, 1] (float32 cdist loses ~1e-3 to cancellation)
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    @classmethod
+    def build(cls, judge: Judge, x_train: torch.Tensor) -> Reference:
+        feats, _ = classifier_outputs(judge, x_train)
+        return cls(judge, x_train.flatten(1).double(), feats.mean(0), np.cov(feats, rowvar=False))
+
+
+def nearest_distance(x: torch.Tensor, train_flat: torch.Tensor, chunk: int = 500) -> np.ndarray:
+    """L2 distance from each x (N, C, H, W) to its nearest training image."""
+    out = [torch.cdist(xb.flatten(1).clamp(0, 1).double(), train_flat).min(1).values for xb in x.split(chunk)]
+    return torch.cat(out).double().numpy()
+
+
+def sample_scores(ref: Reference, x: torch.Tensor, n_nearest: int = 1000) -> dict[str, float]:
+    """Scores of images x: (N, 1, 28, 28); the nearest-neighbour check uses the first ``n_nearest``."""
+    feats, probs = classifier_outputs(ref.judge, x)
+    hist = np.bincount(probs.argmax(1), minlength=probs.shape[1]) / len(probs)
+    nz = hist[hist > 0]
+    return {
+        "fid": frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mu, ref.sigma),
+        "confident": float((probs.max(1) > 0.9).mean()),
+        "class_entropy": float(0.0 - (nz * np.log2(nz)).sum()),
+        "nn_distance": float(nearest_distance(x[:n_nearest], ref.train_flat).mean()),
+    }

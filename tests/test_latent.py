@@ -1,0 +1,153 @@
+"""Latent space: interpolation (linearity of PCA), densities vs scipy/numpy, flow invertibility, sample
+scores vs closed forms, the VAE's objective, and the study end to end."""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg, stats
+
+from aelab.cli import main
+from aelab.data import to_float
+from aelab.latent import DENSITIES, Flow, interpolate, make_density
+from aelab.models import VAE
+from aelab.pca import PCA
+from aelab.quality import Reference, frechet_distance, sample_scores
+
+
+def test_interpolation_is_linear_for_pca_and_hits_the_endpoints(mnist_test):
+    x = to_float(mnist_test.images[:2000])
+    pca = PCA(8).fit(x)
+    grid = interpolate(pca, x[:3], x[3:6], steps=5)
+    assert grid.shape == (3, 5, 1, 28, 28)
+    ends = pca.decode(pca.encode(x[:6]))
+    torch.testing.assert_close(grid[:, 0], ends[:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grid[:, -1], ends[3:6], atol=1e-5, rtol=0)
+    # g is affine, so g((1-a) z0 + a z1) = (1-a) g(z0) + a g(z1): the midpoint is the mean image
+    torch.testing.assert_close(grid[:, 2], 0.5 * (ends[:3] + ends[3:6]), atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[-4.0, 0, 0], [4, 0, 0], [0, 5, 1]])
+    z = np.concatenate([c + rng.normal(0, 0.5, (1500, 3)) for c in centres])
+    zt = np.concatenate([c + rng.normal(0, 0.5, (500, 3)) for c in centres])
+    return z, zt
+
+
+def test_gaussians_match_scipy(clusters):
+    z, zt = clusters
+    diag, full = make_density("diag").fit(z), make_density("full").fit(z)
+    np.testing.assert_allclose(diag.log_prob(zt), stats.multivariate_normal(z.mean(0), np.diag(z.var(0))).logpdf(zt),
+                               rtol=1e-9)
+    np.testing.assert_allclose(full.log_prob(zt), stats.multivariate_normal(z.mean(0), np.cov(z.T)).logpdf(zt),
+                               rtol=1e-6)
+    s = full.sample(20000, seed=1)
+    np.testing.assert_allclose(np.cov(s.T), np.cov(z.T), atol=0.3)
+    assert np.array_equal(full.sample(10, seed=3), full.sample(10, seed=3))
+
+
+def test_gmm_bic_finds_the_clusters_and_beats_one_gaussian(clusters):
+    z, zt = clusters
+    gmm = make_density("gmm", candidates=(1, 2, 3, 6)).fit(z)
+    assert gmm.n_components_ == 3
+    assert gmm.log_prob(zt).mean() > make_density("full").fit(z).log_prob(zt).mean() + 1
+    s = gmm.sample(3000, seed=0)
+    near = np.linalg.norm(s[:, None] - np.array([[-4.0, 0, 0], [4, 0, 0], [0, 5, 1]]), axis=2).min(1)
+    assert (near < 2.5).mean() > 0.97  # samples stay near the clusters, not in the gaps between them
+
+
+def test_flow_is_invertible_and_learns_the_clusters(clusters):
+    z, zt = clusters
+    flow = Flow(steps=600, seed=0).fit(z)
+    u = torch.randn(50, 3, dtype=torch.float32)
+    x = u
+    for layer in reversed(flow.couplings_):
+        x = layer.inverse(x)
+    for layer in flow.couplings_:
+        x, _ = layer(x)
+    torch.testing.assert_close(x, u, atol=1e-4, rtol=1e-4)
+    assert flow.log_prob(zt).mean() > make_density("full").fit(z).log_prob(zt).mean() + 1
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) \
+        == pytest.approx(4 + 1)
+    a = rng.normal(size=(6, 6))
+    b = rng.normal(size=(6, 6))
+    s1, s2 = a @ a.T, b @ b.T
+    expected = np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(np.zeros(6), s1, np.zeros(6), s2) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(np.ones(6), s1, np.ones(6), s1) == pytest.approx(0, abs=1e-6)
+
+
+def test_sample_scores_separate_digits_from_noise(small_judge, mnist_train, mnist_test):
+    ref = Reference.build(small_judge, to_float(mnist_train.images[:5000]))
+    real = sample_scores(ref, to_float(mnist_test.images[:2000]), n_nearest=200)
+    noise = sample_scores(ref, torch.rand(2000, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
+                          n_nearest=200)
+    assert real["fid"] < 0.1 * noise["fid"]
+    assert real["confident"] > 0.6 and real["confident"] > noise["confident"] + 0.4
+    assert real["class_entropy"] > 3.2  # all ten digits, nearly uniformly (log2 10 = 3.32)
+    copies = sample_scores(ref, to_float(mnist_train.images[:200]), n_nearest=200)
+    assert copies["nn_distance"] < 1e-4 < 1 < real["nn_distance"]  # memorised images sit on the training set
+
+
+def test_vae_objective():
+    torch.manual_seed(0)
+    vae = VAE(d=4)
+    x = torch.rand(8, 1, 28, 28)
+    mean, logvar = vae.posterior(x)
+    assert mean.shape == logvar.shape == (8, 4) and torch.equal(vae.encode(x), mean)
+    out = vae.decode(mean)
+    assert out.min() >= 0 and out.max() <= 1
+    # with beta = 0 the objective is the Bernoulli reconstruction term alone, >= the entropy bound 0
+    vae.beta = 0.0
+    rec = float(vae.loss(x))
+    vae.beta = 1.0
+    torch.manual_seed(1)
+    full = float(vae.loss(x))
+    assert rec > 0 and full > 0
+
+
+def test_vae_learns_on_real_mnist(mnist_train, mnist_test):
+    from aelab.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    vae = VAE(d=8)
+    x, xt = to_float(mnist_train.images[:3000]), to_float(mnist_test.images[:500])
+    before = float(vae.loss(xt))
+    fit(vae, x, xt, TrainConfig(epochs=2, batch_size=50), progress=False)
+    vae.eval()
+    assert float(vae.loss(xt)) < 0.6 * before
+
+
+def test_latent_study_end_to_end(tmp_path, small_judge, monkeypatch):
+    import aelab.experiments as ex
+    from aelab.experiments import DataConfig, LatentConfig, latent_study
+    from aelab.train import TrainConfig
+
+    monkeypatch.setattr(ex, "judge_for", lambda cfg, progress=True: small_judge)
+    monkeypatch.setitem(DENSITIES, "flow", functools.partial(Flow, steps=50))
+    cfg = LatentConfig(dims=(4,), densities=("diag", "full", "gmm", "flow"), vaes=((1.0, (4,)),),
+                       data=DataConfig("mnist", 1500, 500), train=TrainConfig(epochs=1), n_samples=300, n_pairs=2)
+    rows = latent_study(cfg, tmp_path, progress=False)
+    assert [(r["model"], r["density"]) for r in rows] == [
+        ("test images", "-"), ("AE", "diag"), ("AE", "full"), ("AE", "gmm"), ("AE", "flow"), ("VAE", "prior")]
+    assert all(np.isfinite(r["fid"]) for r in rows)
+    for name in ("sampling-d4.png", "interpolation-ae-d4.png", "interpolation-pca-d4.png",
+                 "interpolation-vae-d4.png", "samples-d4-ae-gmm.png"):
+        assert (tmp_path / "figures" / name).exists()
+    assert json.loads((tmp_path / "latent.json").read_text())["rows"][0]["model"] == "test images"
+    assert (tmp_path / "vae-d4" / "checkpoints" / "epoch-0001.json").exists()  # trained where the study looks
+    # the CLI reads a trained run back and samples from it
+    assert main(["sample", "--run", str(tmp_path / "vae-d4"), "--density", "prior", "-n", "100",
+                 "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["interpolate", "--run", str(tmp_path / "ae-d4"), "--out", str(tmp_path / "i.png"),
+                 "--pairs", "2"]) == 0
+    assert main(["latent", "--vae", "x@8"]) == 2
