@@ -164,8 +164,8 @@ def write_results(out: Path, rows: list[dict], judge: Judge | None, seconds: flo
     for r in rows:
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) if c in r else "" for c in cols) + " |")
     if judge is not None:
-        lines.append(f"\ndigit_kept: share of the {rows and 'test'} reconstructions that the fixed classifier "
-                     f"labels as the true digit; that classifier's own test accuracy is {judge.accuracy:.4f}.")
+        lines.append(f"\ndigit_kept: share of the test reconstructions that the fixed classifier labels as the "
+                     f"true digit; that classifier's own test accuracy is {judge.accuracy:.4f}.")
     lines.append(f"\nWall time of the whole sweep: {seconds:.0f} s.")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "results.json", {"rows": rows, "seconds": seconds,
@@ -175,10 +175,6 @@ def write_results(out: Path, rows: list[dict], judge: Judge | None, seconds: flo
 def with_train(cfg, **changes):
     """A copy of ``cfg`` whose TrainConfig has ``changes`` (epochs=..., lr=...)."""
     return replace(cfg, train=replace(cfg.train, **changes))
-
-
-def load_results(out: str | Path) -> list[dict]:
-    return json.loads((Path(out) / "results.json").read_text())["rows"]
 
 
 # --------------------------------------------------------------------------- the latent space

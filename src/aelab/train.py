@@ -50,7 +50,9 @@ class TrainConfig:
 
 @dataclass
 class History:
-    """One record per finished epoch: train loss (lecture's), test loss and MSE per pixel, seconds."""
+    """One record per finished epoch: train loss (the model's objective: the lecture's loss for an
+    autoencoder, the negative ELBO for a VAE), test loss (the lecture's loss of g(f(x))), test MSE per
+    pixel, and seconds."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
 
