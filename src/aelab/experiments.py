@@ -73,7 +73,8 @@ def train_autoencoder(cfg: AEConfig, run_dir: str | Path, *, resume: bool = True
     model = build_autoencoder(cfg, train.shape)
     data_hashes = {f"{cfg.data.name}/train": train.content_hash(), f"{cfg.data.name}/test": test.content_hash()}
     config = {**_jsonable(cfg), "spec": ",".join(map(str, model.spec))}  # the effective spec: last layer has d
-    record(run_dir, config=config, seed=cfg.train.seed, data=data_hashes)
+    if not (resume and (run_dir / "run.json").exists()):  # a resumed run keeps the record of how it began
+        record(run_dir, config=config, seed=cfg.train.seed, data=data_hashes)
     history = fit(model, to_float(train.images), to_float(test.images), cfg.train, run_dir, resume=resume,
                   progress=progress, record={"config": config, "data": data_hashes})
     metrics = {**scores(model.cpu(), test, judge), "epochs": len(history.epochs),
