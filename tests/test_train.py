@@ -83,6 +83,15 @@ def test_checkpoint_round_trip(small, tmp_path):
     assert all(int(s["step"]) == 3 for s in opt.state.values())  # 300 images / 100 per batch
 
 
+def test_resuming_into_a_different_architecture_is_refused(small, tmp_path):
+    from aelab import AelabError
+
+    fit(_model(), small[0][:200], small[1][:50], TrainConfig(epochs=1), tmp_path, progress=False)
+    with pytest.raises(AelabError, match="does not fit this model.*--d"):
+        fit(_model(d=4), small[0][:200], small[1][:50], TrainConfig(epochs=2), tmp_path, resume=True,
+            progress=False)
+
+
 def test_damaged_checkpoint_is_skipped_on_resume(small, tmp_path):
     model = _model()
     fit(model, small[0][:200], small[1][:50], TrainConfig(epochs=2), tmp_path, progress=False)

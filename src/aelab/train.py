@@ -141,7 +141,12 @@ def load_checkpoint(meta: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise AelabError(f"checkpoint {weights} does not match the sha256 in {meta}: it is damaged; "
                          "delete both files to fall back to the previous epoch")
     tensors = load_file(str(weights))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise AelabError(f"checkpoint {weights} does not fit this model ({first}); resume with the same "
+                         "model options (--d, --spec, --model) or train into another --out") from None
     if optimizer is not None:
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
