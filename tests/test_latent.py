@@ -106,13 +106,21 @@ def test_vae_objective():
     assert mean.shape == logvar.shape == (8, 4) and torch.equal(vae.encode(x), mean)
     out = vae.decode(mean)
     assert out.min() >= 0 and out.max() <= 1
-    # with beta = 0 the objective is the Bernoulli reconstruction term alone, >= the entropy bound 0
-    vae.beta = 0.0
-    rec = float(vae.loss(x).detach())
-    vae.beta = 1.0
-    torch.manual_seed(1)
-    full = float(vae.loss(x).detach())
-    assert rec > 0 and full > 0
+    # KL(N(m, s^2) || N(0, 1)) has the closed form 0.5 (s^2 + m^2 - 1 - log s^2) per dimension. Make the
+    # posterior constant (m = 0.7, log s^2 = -0.4 for every x) and compare the two objectives with the same noise.
+    last = vae.encoder[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.7] * 4 + [-0.4] * 4))
+
+    def loss(beta):
+        vae.beta = beta
+        torch.manual_seed(1)
+        return float(vae.loss(x).detach())
+
+    kl = 0.5 * 4 * (np.exp(-0.4) + 0.7**2 - 1 + 0.4)
+    assert loss(1.0) - loss(0.0) == pytest.approx(kl, rel=1e-4)
+    assert loss(3.0) - loss(0.0) == pytest.approx(3 * kl, rel=1e-4)
 
 
 def test_vae_learns_on_real_mnist(mnist_train, mnist_test):

@@ -153,24 +153,30 @@ def sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True) -> list[d
 COLUMNS = ("d", "model", "mse", "loss", "psnr", "digit_kept", "epochs", "train_seconds")
 
 
-def write_results(out: Path, rows: list[dict], judge: Judge | None, seconds: float) -> None:
+def write_table(out: Path, stem: str, rows: list[dict], columns: tuple[str, ...], fmt: dict[str, str],
+                footer: str, **extra) -> None:
+    """``stem``.csv, ``stem``.md (a markdown table with ``footer``) and ``stem``.json (rows + ``extra``)."""
+    cols = [c for c in columns if any(c in r for r in rows)]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[c for c in COLUMNS if any(c in r for r in rows)], extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    cols = [c for c in COLUMNS if any(c in r for r in rows)]
-    fmt = {"mse": "{:.4f}", "loss": "{:.2f}", "psnr": "{:.2f}", "digit_kept": "{:.4f}", "train_seconds": "{:.0f}"}
+    atomic_write_text(out / f"{stem}.csv", buf.getvalue())
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) if c in r else "" for c in cols) + " |")
-    if judge is not None:
-        lines.append(f"\ndigit_kept: share of the test reconstructions that the fixed classifier labels as the "
-                     f"true digit; that classifier's own test accuracy is {judge.accuracy:.4f}.")
-    lines.append(f"\nWall time of the whole sweep: {seconds:.0f} s.")
-    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "results.json", {"rows": rows, "seconds": seconds,
-                                             "classifier_accuracy": judge.accuracy if judge else None})
+    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n\n" + footer + "\n")
+    atomic_write_json(out / f"{stem}.json", {"rows": rows, **extra})
+
+
+def write_results(out: Path, rows: list[dict], judge: Judge | None, seconds: float) -> None:
+    footer = (f"digit_kept: share of the test reconstructions that the fixed classifier labels as the true digit; "
+              f"that classifier's own test accuracy is {judge.accuracy:.4f}.\n\n" if judge is not None else "")
+    write_table(out, "results", rows, COLUMNS,
+                {"mse": "{:.4f}", "loss": "{:.2f}", "psnr": "{:.2f}", "digit_kept": "{:.4f}",
+                 "train_seconds": "{:.0f}"},
+                footer + f"Wall time of the whole sweep: {seconds:.0f} s.", seconds=seconds,
+                classifier_accuracy=judge.accuracy if judge else None)
 
 
 def with_train(cfg, **changes):
@@ -275,18 +281,9 @@ LATENT_COLUMNS = ("d", "model", "density", "fid", "confident", "class_entropy", 
 
 
 def write_latent_results(out: Path, rows: list[dict], judge: Judge, seconds: float) -> None:
-    fmt = {"fid": "{:.2f}", "confident": "{:.3f}", "class_entropy": "{:.3f}", "nn_distance": "{:.3f}",
-           "test_loglik": "{:.2f}"}
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LATENT_COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "latent.csv", buf.getvalue())
-    lines = ["| " + " | ".join(LATENT_COLUMNS) + " |", "|" + "---|" * len(LATENT_COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) if c in r else "" for c in LATENT_COLUMNS)
-                     + " |")
-    lines.append(f"\nScores by the fixed MNIST classifier (test accuracy {judge.accuracy:.4f}); "
-                 f"the 'test images' row is the floor. Wall time: {seconds:.0f} s.")
-    atomic_write_text(out / "latent.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "latent.json", {"rows": rows, "seconds": seconds, "classifier_accuracy": judge.accuracy})
+    write_table(out, "latent", rows, LATENT_COLUMNS,
+                {"fid": "{:.2f}", "confident": "{:.3f}", "class_entropy": "{:.3f}", "nn_distance": "{:.3f}",
+                 "test_loglik": "{:.2f}"},
+                f"Scores by the fixed MNIST classifier (test accuracy {judge.accuracy:.4f}); "
+                f"the 'test images' row is the floor. Wall time: {seconds:.0f} s.", seconds=seconds,
+                classifier_accuracy=judge.accuracy)
