@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	-@sh scripts/install-fashion-mnist.sh
+	-@sh scripts/install-chromium.sh
+	$(BIN)/aelab data info mnist >/dev/null   # fills ~/.cache/aelab once (tests copy it, never write it)
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/aelab demo --out runs/demo
+	$(BIN)/aelab reproduce --preset quick --out runs/demo
 
 test: setup
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

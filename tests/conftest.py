@@ -1,4 +1,6 @@
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +14,37 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+USER_CACHE = Path(os.environ.get("AELAB_CACHE") or Path.home() / ".cache" / "aelab")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Every test runs against a private aelab cache in its session's temporary folder: the real MNIST
+    arrays are copied in (read only) from the cache that `make setup` filled, and nothing a test writes
+    reaches the user's own cache."""
+    cache = tmp_path_factory.mktemp("aelab-cache")
+    for f in USER_CACHE.glob("mnist-v1.*"):
+        if f.suffix in (".npz", ".json"):
+            shutil.copyfile(f, cache / f.name)
+    old = os.environ.get("AELAB_CACHE")
+    os.environ["AELAB_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("AELAB_CACHE", None)
+    else:
+        os.environ["AELAB_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
-def mnist_test():
-    """The real MNIST test split (from the user's aelab cache, filled from the PyPI wheel if needed)."""
+def mnist_test(private_cache):
+    """The real MNIST test split (from the private cache; filled from the PyPI wheel if `make setup` did not)."""
     from aelab.data import load
 
     return load("mnist", "test")
 
 
 @pytest.fixture(scope="session")
-def mnist_train():
+def mnist_train(private_cache):
     from aelab.data import load
 
     return load("mnist", "train")
@@ -36,6 +59,6 @@ def rng():
 def small_judge(mnist_train, mnist_test):
     """A quick stand-in for the fixed classifier (2 epochs on 12000 digits, ~96 %): tests need its
     behaviour, not its last percent, and must not spend the 6 epochs of the real one."""
-    from aelab.evaluate import train_classifier
+    from aelab.evaluator import train_classifier
 
     return train_classifier(mnist_train.subset(12000), mnist_test.subset(2000), epochs=2, progress=False)

@@ -84,7 +84,11 @@ def test_spec_parsing_and_errors():
         parse_spec("32:5:1,abc")
     with pytest.raises(ConfigError, match=">= 1"):
         parse_spec("32:0:1")
-    with pytest.raises(ConfigError, match="encoder layer 4 .*2x2 input, smaller than its kernel"):
+    with pytest.raises(ConfigError, match="3 or 4 integers"):  # a 2-field layer: stride is not optional
+        parse_spec("32:5")
+    with pytest.raises(ConfigError, match="empty"):
+        parse_spec(" , ")
+    with pytest.raises(ConfigError, match="encoder layer 4 .*2x2 input .*smaller than the kernel"):
         AutoEncoder(8, image_size=20)
     with pytest.raises(ConfigError, match=r"z of shape \(N, 8\)"):
         AutoEncoder(8).decode(torch.zeros(2, 4))

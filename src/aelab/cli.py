@@ -67,208 +67,274 @@ def data_show(name: str, out: Annotated[Path, typer.Option("--out", help="PNG fi
     typer.echo(f"wrote {out}  labels: {' '.join(map(str, first.labels))}")
 
 
-@app.command("demo")
-def demo(out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
-         dims: Annotated[str, typer.Option("--dims", help="Latent sizes of the short sweep.")] = "2,8,32",
-         epochs: Annotated[int, typer.Option(help="Epochs per autoencoder (the full sweep uses 10).")] = 1,
-         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False) -> None:
-    """The main job: MNIST summary, the lecture's 3x12 grid, then a short CNN-vs-PCA sweep on all 60000 digits."""
-    from aelab.data import load
-    from aelab.figures import save_rows
-    from aelab.runs import record
-
-    data = {split: load("mnist", split) for split in ("train", "test")}
-    for split, d in data.items():
-        typer.echo(f"mnist [{split}]: {d.images.shape} {d.images.dtype}, classes "
-                   f"{' '.join(map(str, d.class_counts()))}, sha256 {d.content_hash()[:16]}")
-    typer.echo(f"source: {data['test'].source}")
-    first = data["test"].subset(36)
-    grid = save_rows(out / "mnist-test-36.png", [("X (original samples)", first.images)])
-    record(out, config={"job": "demo"}, seed=None, data={f"mnist/{s}": d.content_hash() for s, d in data.items()},
-           name="data.json")
-    typer.echo(f"wrote {grid}  labels: {' '.join(map(str, first.labels))}")
-    typer.echo(f"\nshort sweep (d = {dims}, {epochs} epoch(s); the full one: aelab sweep --out runs/sweep):")
-    sweep_cmd(out=out / "sweep", dims=dims, epochs=epochs, quiet=quiet)
+# --------------------------------------------------------------------------- options bound to the config, once
+# Every command that trains or reads a trained model takes --preset, --config FILE.toml and --set key=value,
+# plus these shortcuts.  Each shortcut is bound here, once, to one config field and shows that field's help.
+SHORTCUTS = {
+    "data": {"dataset": ("data", "name"), "n_train": ("data", "n_train"), "data_dir": ("data", "data_dir")},
+    "train": {"epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+              "seed": ("train", "seed"), "device": ("train", "device")},
+    "model": {"d": ("model", "d"), "spec": ("model", "spec"), "model": ("model", "kind"), "beta": ("model", "beta")},
+}
 
 
-# --------------------------------------------------------------------------- models, training, sweep
-model_app = typer.Typer(help="Autoencoder architectures.", no_args_is_help=True)
-app.add_typer(model_app, name="model")
+def with_config(*groups: str, preset: str = "lecture"):
+    """Give a command the config options (--preset, --config, --set and the shortcuts of ``groups``) and
+    call it with the resolved ``cfg: Config`` instead."""
+    import functools
+    import inspect
+    import typing
 
-SpecOpt = Annotated[str | None, typer.Option("--spec", help="Encoder layers channels:kernel:stride[:padding], "
-                                                             "comma-separated; default: the lecture's.")]
-Epochs = Annotated[int, typer.Option(help="Training epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")]
-Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
-Seed = Annotated[int, typer.Option(help="Seed of the initial weights and of the data order.")]
-Device = Annotated[str, typer.Option(help="auto (GPU when present), cpu or cuda.")]
-NTrain = Annotated[int | None, typer.Option("--n-train", help="Use the first N training images only.")]
-Dataset = Annotated[str, typer.Option("--dataset", help="Dataset name (see 'aelab data list').")]
+    from aelab.config import SECTION_CLASSES, help_of
+
+    def deco(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for name, p in sig.parameters.items() if name != "cfg"]
+        extra = [
+            inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=preset, annotation=Annotated[
+                str, typer.Option("--preset", help="Shipped preset the settings start from: quick or lecture.")]),
+            inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                Path | None, typer.Option("--config", help="A TOML file of settings ([train] epochs = 2, ...) "
+                                                           "applied over the preset.")]),
+            inspect.Parameter("set_items", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                list[str] | None, typer.Option("--set", help="Override one setting: --set train.lr=3e-3 "
+                                                              "(repeatable; see aelab reproduce --dry-run).")]),
+        ]
+        bound: dict[str, tuple[str, str]] = {}
+        for group in groups:
+            for opt, (section, name) in SHORTCUTS[group].items():
+                tp = typing.get_type_hints(SECTION_CLASSES[section])[name]
+                base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+                extra.append(inspect.Parameter(opt, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                    base | None, typer.Option(f"--{opt.replace('_', '-')}",
+                                              help=f"{help_of(SECTION_CLASSES[section], name)} [{section}.{name}]")]))
+                bound[opt] = (section, name)
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            from aelab.config import resolve
+
+            overrides: dict[str, dict] = {}
+            for opt, (section, name) in bound.items():
+                value = kwargs.pop(opt)
+                if value is not None:
+                    overrides.setdefault(section, {})[name] = str(value) if isinstance(value, Path) else value
+            cfg = resolve(kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("set_items") or (), overrides)
+            return fn(cfg=cfg, **kwargs)
+
+        params = own + extra
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return deco
+
+
+Out = Annotated[Path, typer.Option("--out", help="Run folder to write.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
-def _spec(text: str | None):
-    from aelab.models import LECTURE_SPEC, parse_spec
+def _echo_summary(results) -> None:
+    from aelab.pipeline import summary_table
 
-    return parse_spec(text) if text else LECTURE_SPEC
+    typer.echo("\n" + summary_table(results))
+
+
+@app.command("reproduce")
+@with_config("data", "train", preset="quick")
+def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: "
+                                                                              "runs/<preset>).")] = None,
+                  dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and "
+                                                                           "the stages, run nothing.")] = False,
+                  quiet: Quiet = False) -> None:
+    """The whole lecture as cached stages (data, evaluator, autoencoders, PCA, sweep, latent study, operators,
+    model table, report): a rerun reuses what is done, a changed setting recomputes what depends on it."""
+    from aelab.config import to_toml
+    from aelab.pipeline import plan_status, reproduce
+
+    out = out or Path("runs") / cfg.preset
+    if dry_run:
+        typer.echo(to_toml(cfg))
+        for name, status, path in plan_status(cfg, out):
+            typer.echo(f"{name:16s} {status:12s} {path}")
+        return
+    results = reproduce(cfg, out, progress=not quiet, echo=typer.echo)
+    _echo_summary(results)
+    typer.echo(f"\nreport: {out / 'report' / 'index.html'}")
+
+
+@app.command("demo")
+def demo(out: Out = Path("runs/demo"), quiet: Quiet = False) -> None:
+    """The main job: `aelab reproduce --preset quick` on real MNIST (a few minutes on 2 CPU cores)."""
+    from aelab.config import resolve
+    from aelab.pipeline import reproduce
+
+    results = reproduce(resolve("quick"), out, progress=not quiet, echo=typer.echo)
+    _echo_summary(results)
+    typer.echo(f"\nreport: {out / 'report' / 'index.html'}")
+
+
+@app.command("report")
+def report_cmd(run: Annotated[Path, typer.Argument(help="A folder written by aelab reproduce.")]) -> None:
+    """Re-render a run's report from its stage folders (no training, no data loading)."""
+    from aelab.pipeline import rebuild_report
+
+    typer.echo(f"wrote {rebuild_report(run)}")
+
+
+@app.command("docs")
+def docs_cmd(run: Annotated[Path, typer.Option("--run", help="A folder written by aelab reproduce.")],
+             out: Annotated[Path, typer.Option("--out", help="Docs folder.")] = Path("docs")) -> None:
+    """Write docs/results.md (and its figures) from a run: text and tables come from its results."""
+    from aelab.report import export_results
+
+    typer.echo(f"wrote {export_results(run, out)}")
+
+
+# --------------------------------------------------------------------------- models, training, studies
+model_app = typer.Typer(help="Autoencoder architectures.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 @model_app.command("summary")
-def model_summary(d: Annotated[int, typer.Option("--d", help="Latent channels d.")] = 8, spec: SpecOpt = None,
-                  image_size: Annotated[int, typer.Option("--image-size")] = 28,
+@with_config("model")
+def model_summary(cfg, image_size: Annotated[int, typer.Option("--image-size")] = 28,
                   channels: Annotated[int, typer.Option("--channels")] = 1) -> None:
     """The lecture's tensor-size table (1x28x28 -> ... -> dx1x1 -> ... -> 1x28x28), params and MACs per layer."""
-    from aelab.models import AutoEncoder
+    from aelab.experiments import build_model
     from aelab.models.summary import format_table, layer_table
 
-    model = AutoEncoder(d, _spec(spec), in_channels=channels, image_size=image_size)
-    rows = layer_table(model, (channels, image_size, image_size))
+    if image_size < 1 or channels < 1:
+        raise typer.BadParameter("--image-size and --channels must be >= 1")
+    shape = (channels, image_size, image_size)
+    model = build_model(cfg.model, shape, cfg.train.seed)
+    rows = layer_table(model, shape)
     typer.echo(" -> ".join("x".join(map(str, s)) for s in [rows[0].in_shape] + [r.out_shape for r in rows]))
     typer.echo(format_table(rows))
     typer.echo(f"latent z: {'x'.join(map(str, model.latent_shape))} = {model.latent_dim} numbers")
 
 
-def _train_config(epochs, batch_size, lr, seed, device):
-    from aelab.train import TrainConfig
-
-    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
-
-
 @app.command("train")
-def train_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")],
-              d: Annotated[int, typer.Option("--d", help="Latent channels d.")] = 8, spec: SpecOpt = None,
-              epochs: Epochs = 10, batch_size: BatchSize = 100, lr: Lr = 1e-3, seed: Seed = 0,
-              device: Device = "auto", dataset: Dataset = "mnist", n_train: NTrain = None,
-              resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint "
-                                                                    "in --out.")] = False,
-              model: Annotated[str, typer.Option("--model", help="ae (the lecture's autoencoder) or vae.")] = "ae",
-              beta: Annotated[float, typer.Option("--beta", help="VAE: weight of the KL term.")] = 1.0,
+@with_config("data", "train", "model")
+def train_cmd(cfg, out: Out, resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest "
+                                                                                     "checkpoint in --out.")] = False,
               quiet: Quiet = False) -> None:
     """Train one model with Adam, checkpointing each epoch: the lecture's autoencoder with its loss
     0.5*sum((x_hat - x)^2)/N, or a VAE / beta-VAE (negative ELBO) on the same architecture."""
-    from aelab.experiments import AEConfig, DataConfig, judge_for, train_autoencoder
-    from aelab.train import latest_checkpoint
+    from aelab.experiments import train_and_score
 
-    if not resume and latest_checkpoint(out) is not None:
-        raise typer.BadParameter(f"{out} already holds checkpoints; pass --resume or choose another --out")
-    data = DataConfig(dataset, n_train)
-    cfg = AEConfig(d=d, spec=_spec(spec), model=model, beta=beta, data=data,
-                   train=_train_config(epochs, batch_size, lr, seed, device))
-    _, m = train_autoencoder(cfg, out, resume=resume, progress=not quiet, judge=judge_for(data, not quiet))
-    kept = (f"  digit kept {m['digit_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})"
-            if "digit_kept" in m else "")
+    m = train_and_score(cfg, out, resume=resume, progress=not quiet)
+    kept = (f"  class kept {m['class_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})"
+            if "class_kept" in m else "")
     typer.echo(f"test: mse {m['mse']:.5f}  loss {m['loss']:.3f}  psnr {m['psnr']:.2f} dB{kept}")
     typer.echo(f"wrote {out}/metrics.json and checkpoints in {out}/checkpoints")
 
 
+def _study(cfg, out: Path, section: str, dims: str | None, stage: str, table: str, quiet: bool) -> None:
+    """Run one study's stages of `aelab reproduce` into ``out`` and print its table."""
+    from aelab.config import override
+    from aelab.pipeline import reproduce
+
+    cfg = override(cfg, section, dims=dims) if dims else cfg
+    results = reproduce(cfg, out, progress=not quiet, echo=typer.echo, targets=(stage,))
+    folder = next(r for r in results if r.name == stage).path
+    typer.echo((folder / table).read_text())
+    typer.echo(f"tables and figures in {folder}")
+
+
 @app.command("sweep")
-def sweep_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/sweep"),
-              dims: Annotated[str, typer.Option("--dims", help="Comma-separated latent sizes.")] = "2,4,8,16,32",
-              spec: SpecOpt = None, epochs: Epochs = 10, batch_size: BatchSize = 100, lr: Lr = 1e-3,
-              seed: Seed = 0, device: Device = "auto", dataset: Dataset = "mnist", n_train: NTrain = None,
+@with_config("data", "train")
+def sweep_cmd(cfg, out: Out = Path("runs/sweep"),
+              dims: Annotated[str | None, typer.Option("--dims", help="Comma-separated latent sizes "
+                                                                      "[sweep.dims].")] = None,
               quiet: Quiet = False) -> None:
-    """CNN autoencoder vs PCA at each d: results table (CSV, markdown) and the lecture's figure per d."""
-    from aelab.experiments import DataConfig, SweepConfig, sweep
-
-    try:
-        dim_list = tuple(int(v) for v in dims.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{dims!r} is not a comma-separated list of integers", param_hint="--dims") from None
-    cfg = SweepConfig(dims=dim_list, spec=_spec(spec), data=DataConfig(dataset, n_train),
-                      train=_train_config(epochs, batch_size, lr, seed, device))
-    sweep(cfg, out, progress=not quiet)
-    typer.echo((out / "results.md").read_text())
-    typer.echo(f"wrote {out}/results.csv, {out}/results.md and {out}/figures/")
+    """CNN autoencoder vs PCA at each d: the sweep's stages of `aelab reproduce` (cached in --out)."""
+    _study(cfg, out, "sweep", dims, "sweep", "results.md", quiet)
 
 
-# --------------------------------------------------------------------------- the latent space
-RunDir = Annotated[Path, typer.Option("--run", help="A finished 'aelab train' run folder.")]
+@app.command("latent")
+@with_config("data", "train")
+def latent_cmd(cfg, out: Out = Path("runs/latent"),
+               dims: Annotated[str | None, typer.Option("--dims", help="Latent sizes [latent.dims].")] = None,
+               quiet: Quiet = False) -> None:
+    """Interpolations and samples from each density (and VAE priors), scored: the latent study's stages."""
+    _study(cfg, out, "latent", dims, "latent", "latent.md", quiet)
+
+
+RunOpt = Annotated[Path | None, typer.Option("--run", help="A finished 'aelab train' run folder.")]
 
 
 @app.command("interpolate")
-def interpolate_cmd(run: Annotated[Path | None, typer.Option("--run", help="A finished 'aelab train' run folder "
-                                                                            "(or use --pca).")] = None,
+@with_config("data")
+def interpolate_cmd(cfg, run: RunOpt = None,
                     pca: Annotated[int | None, typer.Option("--pca", help="Interpolate in PCA with this d.")] = None,
                     out: Annotated[Path, typer.Option("--out", help="PNG file.")] = Path("interpolation.png"),
                     pairs: Annotated[int, typer.Option(help="Random test pairs (rows).")] = 6,
-                    steps: Annotated[int, typer.Option(help="Steps from a = 0 to 1 (columns).")] = 12,
-                    seed: Seed = 0) -> None:
+                    steps: Annotated[int, typer.Option(help="Steps from a = 0 to 1 (columns).")] = 12) -> None:
     """Latent interpolation xi(x, x', a) = g((1 - a) f(x) + a f(x')) between random test pairs."""
-    from aelab.data import load, to_float
-    from aelab.figures import save_rows
-    from aelab.latent import interpolate, random_pairs
+    from aelab.experiments import interpolate_job
 
     if (run is None) == (pca is None):
         raise typer.BadParameter("give exactly one of --run and --pca")
-    if run is not None:
-        from aelab.experiments import load_trained
-
-        codec, cfg = load_trained(run)
-        name, test = f"{cfg.model.upper()} d = {cfg.d}", load(cfg.data.name, "test")
-    else:
-        from aelab.pca import PCA
-
-        codec = PCA(pca, seed=seed).fit(to_float(load("mnist", "train").images))
-        name, test = f"PCA d = {pca}", load("mnist", "test")
-    x = to_float(test.images)
-    i0, i1 = random_pairs(len(x), pairs, seed)
-    grid = interpolate(codec, x[i0], x[i1], steps).flatten(0, 1)
-    save_rows(out, [("", grid)], ncols=steps, title=f"{name} interpolation")
+    if pairs < 1 or steps < 2:
+        raise typer.BadParameter("--pairs must be >= 1 and --steps >= 2")
+    i0, i1 = interpolate_job(cfg, out, run=run, pca=pca, pairs=pairs, steps=steps)
     typer.echo(f"wrote {out}: {pairs} pairs (test indices {list(zip(i0.tolist(), i1.tolist(), strict=True))})")
 
 
 @app.command("sample")
-def sample_cmd(run: RunDir,
+@with_config()
+def sample_cmd(cfg, run: Annotated[Path, typer.Option("--run", help="A finished 'aelab train' run folder.")],
                density: Annotated[str, typer.Option(help="diag, full, gmm, flow or prior (VAE).")] = "diag",
                n: Annotated[int, typer.Option("-n", help="Samples to draw and score.")] = 5000,
                components: Annotated[int | None, typer.Option(help="GMM components (default: by BIC).")] = None,
                out: Annotated[Path, typer.Option("--out", help="PNG grid of the first 48 samples.")] = Path(
-                   "samples.png"),
-               seed: Seed = 0) -> None:
+                   "samples.png")) -> None:
     """Fit a density on the training latents of a trained model, sample, decode, and score the samples."""
-    from aelab.data import load, to_float
-    from aelab.experiments import judge_for, load_trained
-    from aelab.figures import save_rows
-    from aelab.latent import decode_all, encode_all, make_density
-    from aelab.quality import Reference, sample_scores
+    from aelab.config import override
+    from aelab.experiments import sample_job
 
-    codec, cfg = load_trained(run)
-    x_train = to_float(load(cfg.data.name, "train").images)
-    options = {"n_components": components} if density == "gmm" else {}
-    dens = make_density(density, seed=seed, **options).fit(encode_all(codec, x_train))
-    x = decode_all(codec, dens.sample(n, seed=seed))
-    save_rows(out, [(f"{cfg.model.upper()} d = {cfg.d}, samples from {density}", x[:48])])
-    judge = judge_for(cfg.data)
-    if judge is not None:
-        s = sample_scores(Reference.build(judge, x_train), x)
-        typer.echo("  ".join(f"{k} {v:.4f}" for k, v in s.items()))
+    lat = override(cfg, "latent", n_samples=n, gmm_components=components).latent
+    scores = sample_job(run, density, lat, out)
+    if scores:
+        typer.echo("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     typer.echo(f"wrote {out}")
 
 
-@app.command("latent")
-def latent_cmd(out: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/latent"),
-               models: Annotated[Path | None, typer.Option("--models", help="Folder with ae-d{d} / vae-d{d} runs "
-                                                                              "(missing ones are trained there); "
-                                                                              "default: --out.")] = None,
-               dims: Annotated[str, typer.Option("--dims")] = "8,16,32",
-               densities: Annotated[str, typer.Option("--densities")] = "diag,full,gmm,flow",
-               vae: Annotated[list[str] | None, typer.Option("--vae", help="BETA@D1,D2,...: a VAE (beta 1) or "
-                                                                           "beta-VAE per latent size; repeat.")] = None,
-               epochs: Epochs = 10, n: Annotated[int, typer.Option("-n", help="Samples per row.")] = 5000,
-               seed: Seed = 0, quiet: Quiet = False) -> None:
-    """Interpolations, samples from each density (and VAE priors), scored: FID-MNIST, confident share, ..."""
-    from aelab.experiments import LatentConfig, latent_study
+# --------------------------------------------------------------------------- the fixed classifiers
+evaluator_app = typer.Typer(help="The fixed classifiers that judge reconstructions and samples.",
+                            no_args_is_help=True)
+app.add_typer(evaluator_app, name="evaluator")
 
-    try:
-        dim_list = tuple(int(v) for v in dims.split(","))
-        vaes = tuple((float(b), tuple(int(v) for v in ds.split(","))) for b, ds in
-                     (item.split("@") for item in (vae if vae is not None else ["1@" + dims, "4@16"])))
-    except ValueError:
-        raise typer.BadParameter("--dims takes 8,16,32 and --vae takes BETA@D1,D2 (e.g. 1@8,16,32)") from None
-    cfg = LatentConfig(dims=dim_list, densities=tuple(filter(None, densities.split(","))), vaes=vaes,
-                       train=_train_config(epochs, 100, 1e-3, seed, "auto"), n_samples=n, seed=seed)
-    latent_study(cfg, out, models, progress=not quiet)
-    typer.echo((out / "latent.md").read_text())
+
+@evaluator_app.command("train")
+@with_config("data")
+def evaluator_train(cfg, out: Annotated[Path, typer.Option("--out", help="Weights file to write "
+                                                                         "(.safetensors; a .json record beside).")],
+                    quiet: Quiet = False) -> None:
+    """Train a dataset's evaluator with aelab's fixed recipe (how the shipped MNIST / Fashion-MNIST ones were made)."""
+    from aelab.evaluator import train_evaluator
+    from aelab.experiments import load_full
+
+    if out.suffix != ".safetensors":
+        raise typer.BadParameter("--out must end in .safetensors")
+    judge = train_evaluator(*load_full(cfg.data), out, progress=not quiet)
+    typer.echo(f"{cfg.data.name} evaluator: test accuracy {judge.accuracy:.4f}; wrote {out} and "
+               f"{out.with_suffix('.json')}")
+
+
+@evaluator_app.command("info")
+@with_config("data")
+def evaluator_info(cfg) -> None:
+    """Which classifier judges this dataset, and its test accuracy."""
+    from aelab.evaluator import judge_for
+    from aelab.experiments import load_full
+
+    judge = judge_for(*load_full(cfg.data))
+    if judge is None:
+        typer.echo(f"{cfg.data.name}: no class labels, so no evaluator")
+    else:
+        typer.echo(f"{cfg.data.name}: test accuracy {judge.accuracy:.4f} ({judge.source})")
 
 
 # --------------------------------------------------------------------------- operators

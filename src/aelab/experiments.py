@@ -1,5 +1,9 @@
-"""The lecture's studies, one function each.  Each takes a config and a run folder, writes its outputs
-(metrics, figures, run.json) there, and skips work whose result is already in the folder."""
+"""The lecture's studies as plain functions: data and models in, rows and figures out.
+
+Nothing here decides what is cached or where: ``aelab.pipeline`` wires these functions into stages, and
+the CLI calls them directly for one-off jobs (``train``, ``interpolate``, ``sample``).  Every figure
+function returns a ``Figure`` entry (file, caption) that the report shows.
+"""
 
 from __future__ import annotations
 
@@ -7,154 +11,111 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from aelab.config import DataConfig, LatentConfig, ModelConfig, TrainConfig, build_section, to_dict
 from aelab.data import Dataset, load, to_float
 from aelab.errors import ConfigError
-from aelab.evaluate import Judge, mnist_judge, reconstruct, scores
+from aelab.evaluator import Judge
 from aelab.figures import save_rows
 from aelab.io import atomic_write_json, atomic_write_text
-from aelab.models import LECTURE_SPEC, MODELS, ConvSpec
+from aelab.metrics import Codec, reconstruct, scores
+from aelab.models import MODELS
 from aelab.pca import PCA
 from aelab.runs import record
-from aelab.train import TrainConfig, fit
+from aelab.train import fit, latest_checkpoint, load_model_weights
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    name: str = "mnist"
-    n_train: int | None = None    # first n training images (None: all); tests and quick runs use fewer
-    n_test: int | None = None
+class Figure:
+    """A figure for the report: its file (relative to the stage folder) and a caption with its numbers."""
+
+    file: str
+    caption: str
 
 
-@dataclass(frozen=True)
-class AEConfig:
-    d: int = 8
-    spec: tuple[ConvSpec, ...] = LECTURE_SPEC
-    model: str = "ae"             # a key of aelab.models.MODELS: "ae" (the lecture's) or "vae"
-    beta: float = 1.0             # VAE only: weight of the KL term (1: VAE, other: beta-VAE)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+# --------------------------------------------------------------------------- data and models
+def load_full(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    """The dataset's full official train and test splits."""
+    return (load(cfg.name, "train", data_dir=cfg.data_dir), load(cfg.name, "test", data_dir=cfg.data_dir))
 
 
 def load_splits(cfg: DataConfig) -> tuple[Dataset, Dataset]:
-    train, test = load(cfg.name, "train"), load(cfg.name, "test")
+    """The splits a study uses: the first ``n_train`` / ``n_test`` images (all when None)."""
+    train, test = load_full(cfg)
     return train.subset(cfg.n_train), test.subset(cfg.n_test)
 
 
-def build_autoencoder(cfg: AEConfig, image_shape: tuple[int, int, int]) -> torch.nn.Module:
-    if cfg.model not in MODELS:
-        raise ConfigError(f"unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)}")
-    if cfg.model == "ae" and cfg.beta != 1.0:
-        raise ConfigError("beta applies to --model vae only")
-    options = {"beta": cfg.beta} if cfg.model == "vae" else {}
-    torch.manual_seed(cfg.train.seed)  # the initial weights are part of the seeded run
-    return MODELS[cfg.model](cfg.d, cfg.spec, in_channels=image_shape[0], image_size=image_shape[1:], **options)
+def data_hashes(cfg: DataConfig, train: Dataset, test: Dataset) -> dict[str, str]:
+    return {f"{cfg.name}/train": train.content_hash(), f"{cfg.name}/test": test.content_hash()}
 
 
-def judge_for(cfg: DataConfig, progress: bool = True) -> Judge | None:
-    """The fixed classifier, for MNIST only (trained on the full official split, cached)."""
-    if cfg.name != "mnist":
-        return None
-    return mnist_judge(load("mnist", "train"), load("mnist", "test"), progress=progress)
+def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], seed: int) -> torch.nn.Module:
+    """The model of ``cfg`` for images (C, H, W), its initial weights drawn from ``seed`` (global RNG untouched)."""
+    options = {"beta": cfg.beta} if cfg.kind == "vae" else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[cfg.kind](cfg.d, cfg.layers, in_channels=image_shape[0], image_size=image_shape[1:], **options)
 
 
-def train_autoencoder(cfg: AEConfig, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
-                      train: Dataset | None = None, test: Dataset | None = None,
-                      judge: Judge | None = None) -> tuple[torch.nn.Module, dict]:
-    """Train one autoencoder into ``run_dir`` and score it; returns (model, metrics)."""
+def model_label(cfg: ModelConfig) -> str:
+    """'AE', 'VAE' or 'beta-VAE 4' (table rows and captions)."""
+    if cfg.kind == "ae":
+        return "AE"
+    return "VAE" if cfg.beta == 1.0 else f"beta-VAE {cfg.beta:g}"
+
+
+def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, train: Dataset,
+                test: Dataset, run_dir: str | Path, *, resume: bool = True,
+                progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
+    """Train one model into ``run_dir`` (run.json, a checkpoint per epoch); returns (model, per-epoch history).
+
+    resume: continue from the newest checkpoint in ``run_dir`` (an interrupted run continues at its epoch).
+    """
     run_dir = Path(run_dir)
-    if train is None or test is None:
-        train, test = load_splits(cfg.data)
-    model = build_autoencoder(cfg, train.shape)
-    data_hashes = {f"{cfg.data.name}/train": train.content_hash(), f"{cfg.data.name}/test": test.content_hash()}
-    config = {**_jsonable(cfg), "spec": ",".join(map(str, model.spec))}  # the effective spec: last layer has d
+    model = build_model(model_cfg, train.shape, train_cfg.seed)
+    config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "data": to_dict(data_cfg),
+              "effective_spec": ",".join(map(str, model.spec))}  # the last layer carries d
+    hashes = data_hashes(data_cfg, train, test)
     if not (resume and (run_dir / "run.json").exists()):  # a resumed run keeps the record of how it began
-        record(run_dir, config=config, seed=cfg.train.seed, data=data_hashes)
-    history = fit(model, to_float(train.images), to_float(test.images), cfg.train, run_dir, resume=resume,
-                  progress=progress, record={"config": config, "data": data_hashes})
-    metrics = {**scores(model.cpu(), test, judge), "epochs": len(history.epochs),
-               "train_seconds": sum(e["seconds"] for e in history.epochs), "history": history.epochs}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    return model, metrics
+        record(run_dir, config=config, seed=train_cfg.seed, data=hashes)
+    history = fit(model, to_float(train.images), to_float(test.images), train_cfg, run_dir, resume=resume,
+                  progress=progress, record={"config": config, "data": hashes})
+    return model.cpu().eval(), history.epochs
 
 
-def load_trained(run_dir: str | Path) -> tuple[torch.nn.Module, AEConfig]:
-    """Rebuild the model of a finished ``aelab train`` run from its run.json and newest checkpoint."""
-    from aelab.models import parse_spec
-    from aelab.train import latest_checkpoint, load_model_weights
-
+def read_run_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig, DataConfig]:
     run_dir = Path(run_dir)
     try:
         c = json.loads((run_dir / "run.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        raise ConfigError(f"{run_dir} is not an aelab training run (no readable run.json)") from None
+        return (build_section(ModelConfig, c["model"], "model"), build_section(TrainConfig, c["train"], "train"),
+                build_section(DataConfig, c["data"], "data"))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{run_dir} is not an aelab training run (no readable run.json); "
+                          f"train one with: aelab train --out {run_dir}") from None
+
+
+def load_trained(run_dir: str | Path, image_shape: tuple[int, int, int] | None = None
+                 ) -> tuple[torch.nn.Module, ModelConfig, DataConfig]:
+    """Rebuild the model of a finished training run from its run.json and newest checkpoint."""
+    run_dir = Path(run_dir)
+    model_cfg, train_cfg, data_cfg = read_run_config(run_dir)
     meta = latest_checkpoint(run_dir)
     if meta is None:
         raise ConfigError(f"{run_dir} has no complete checkpoint; train it first (aelab train --out {run_dir})")
-    cfg = AEConfig(d=c["d"], spec=parse_spec(c["spec"]), model=c.get("model", "ae"), beta=c.get("beta", 1.0),
-                   data=DataConfig(**c["data"]), train=TrainConfig(**c["train"]))
-    train, _ = load_splits(replace(cfg.data, n_train=1))
-    model = build_autoencoder(cfg, train.shape)
-    return load_model_weights(meta, model).eval(), cfg
+    if image_shape is None:
+        image_shape = load(data_cfg.name, "test", data_dir=data_cfg.data_dir).shape
+    model = build_model(model_cfg, image_shape, train_cfg.seed)
+    return load_model_weights(meta, model).eval(), model_cfg, data_cfg
 
 
-def _jsonable(cfg) -> dict:
-    out = asdict(cfg)
-    if "spec" in out:
-        out["spec"] = ",".join(str(ConvSpec(**s)) for s in out["spec"])
-    return out
-
-
-# --------------------------------------------------------------------------- the d-sweep
-@dataclass(frozen=True)
-class SweepConfig:
-    dims: tuple[int, ...] = (2, 4, 8, 16, 32)
-    spec: tuple[ConvSpec, ...] = LECTURE_SPEC
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5))
-    n_show: int = 36
-
-
-def sweep(cfg: SweepConfig, out: str | Path, *, progress: bool = True) -> list[dict]:
-    """CNN autoencoder vs PCA at every d: results.csv / results.md and one lecture figure per d.
-
-    Interrupted sweeps resume: finished autoencoders are read back from their checkpoints.
-    """
-    out = Path(out)
-    t_start = time.perf_counter()
-    train, test = load_splits(cfg.data)
-    judge = judge_for(cfg.data, progress)
-    record(out, config=_jsonable(cfg), seed=cfg.train.seed,
-           data={f"{cfg.data.name}/train": train.content_hash(), f"{cfg.data.name}/test": test.content_hash()})
-    x_train, x_show = to_float(train.images), to_float(test.images[: cfg.n_show])
-    rows = []
-    for d in cfg.dims:
-        pca = PCA(d, seed=cfg.train.seed).fit(x_train)
-        pca_scores = scores(pca, test, judge)
-        ae_cfg = AEConfig(d=d, spec=cfg.spec, data=cfg.data, train=cfg.train)
-        model, ae_scores = train_autoencoder(ae_cfg, out / f"ae-d{d}", progress=progress, train=train, test=test,
-                                             judge=judge)
-        for name, s in (("CNN", ae_scores), ("PCA", pca_scores)):
-            rows.append({"d": d, "model": name, **{k: v for k, v in s.items() if k != "history"}})
-        save_rows(out / "figures" / f"reconstructions-d{d}.png", [
-            ("X (original samples)", x_show),
-            (f"g∘f(X) (CNN, d = {d})", reconstruct(model, x_show)),
-            (f"g∘f(X) (PCA, d = {d})", reconstruct(pca, x_show)),
-        ])
-    write_results(out, rows, judge, seconds=time.perf_counter() - t_start)
-    return rows
-
-
-COLUMNS = ("d", "model", "mse", "loss", "psnr", "digit_kept", "epochs", "train_seconds")
-
-
+# --------------------------------------------------------------------------- tables
 def write_table(out: Path, stem: str, rows: list[dict], columns: tuple[str, ...], fmt: dict[str, str],
-                footer: str, **extra) -> None:
+                footer: str = "", **extra) -> None:
     """``stem``.csv, ``stem``.md (a markdown table with ``footer``) and ``stem``.json (rows + ``extra``)."""
     cols = [c for c in columns if any(c in r for r in rows)]
     buf = io.StringIO()
@@ -162,128 +123,199 @@ def write_table(out: Path, stem: str, rows: list[dict], columns: tuple[str, ...]
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / f"{stem}.csv", buf.getvalue())
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) if c in r else "" for c in cols) + " |")
-    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n\n" + footer + "\n")
+    atomic_write_text(out / f"{stem}.md", markdown_table(rows, cols, fmt) + ("\n" + footer + "\n" if footer else ""))
     atomic_write_json(out / f"{stem}.json", {"rows": rows, **extra})
 
 
-def write_results(out: Path, rows: list[dict], judge: Judge | None, seconds: float) -> None:
-    footer = (f"digit_kept: share of the test reconstructions that the fixed classifier labels as the true digit; "
-              f"that classifier's own test accuracy is {judge.accuracy:.4f}.\n\n" if judge is not None else "")
-    write_table(out, "results", rows, COLUMNS,
-                {"mse": "{:.4f}", "loss": "{:.2f}", "psnr": "{:.2f}", "digit_kept": "{:.4f}",
-                 "train_seconds": "{:.0f}"},
-                footer + f"Wall time of the whole sweep: {seconds:.0f} s.", seconds=seconds,
-                classifier_accuracy=judge.accuracy if judge else None)
+def markdown_table(rows: list[dict], cols, fmt: dict[str, str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) if r.get(c) is not None else "" for c in cols)
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
-def with_train(cfg, **changes):
-    """A copy of ``cfg`` whose TrainConfig has ``changes`` (epochs=..., lr=...)."""
-    return replace(cfg, train=replace(cfg.train, **changes))
+SWEEP_COLUMNS = ("d", "model", "mse", "loss", "psnr", "class_kept", "epochs", "train_seconds")
+SWEEP_FORMAT = {"mse": "{:.4f}", "loss": "{:.2f}", "psnr": "{:.2f}", "class_kept": "{:.4f}",
+                "train_seconds": "{:.0f}"}
+LATENT_COLUMNS = ("d", "model", "density", "fid", "confident", "class_entropy", "nn_distance", "test_loglik",
+                  "components")
+LATENT_FORMAT = {"fid": "{:.2f}", "confident": "{:.3f}", "class_entropy": "{:.3f}", "nn_distance": "{:.3f}",
+                 "test_loglik": "{:.2f}"}
 
 
-# --------------------------------------------------------------------------- the latent space
-@dataclass(frozen=True)
-class LatentConfig:
-    dims: tuple[int, ...] = (8, 16, 32)
-    densities: tuple[str, ...] = ("diag", "full", "gmm", "flow")
-    vaes: tuple[tuple[float, tuple[int, ...]], ...] = ((1.0, (8, 16, 32)), (4.0, (16,)))  # (beta, dims)
-    spec: tuple[ConvSpec, ...] = LECTURE_SPEC
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    n_samples: int = 5000
-    n_pairs: int = 6
-    seed: int = 0
+# --------------------------------------------------------------------------- the d-sweep
+def fit_pcas(dims, x_train: torch.Tensor) -> dict[int, PCA]:
+    """PCA, the lecture's linear autoencoder, at each d (exact, deterministic)."""
+    return {d: PCA(d).fit(x_train) for d in dims}
 
 
-def model_dir(models: Path, kind: str, d: int, beta: float = 1.0) -> Path:
-    """Where a study finds (or trains) its models: ae-d8, vae-d8, bvae4-d16, ..."""
-    if kind == "ae":
-        return models / f"ae-d{d}"
-    return models / (f"vae-d{d}" if beta == 1.0 else f"bvae{beta:g}-d{d}")
-
-
-def latent_study(cfg: LatentConfig, out: str | Path, models: str | Path | None = None, *,
-                 progress: bool = True) -> list[dict]:
-    """Interpolations, and samples from each density on each model, scored against the training set.
-
-    models: folder holding ae-d{d} / vae-d{d} / bvae{beta}-d{d} runs (e.g. a sweep's); missing ones are
-    trained there with ``cfg.train``.  Writes latent.csv / latent.md / latent.json and figures/.
-    """
-    from aelab.latent import decode_all, encode_all, interpolate, make_density, random_pairs
-    from aelab.quality import Reference, sample_scores
-
-    out = Path(out)
-    models = Path(models) if models is not None else out
-    t_start = time.perf_counter()
-    train, test = load_splits(cfg.data)
-    judge = judge_for(cfg.data, progress)
-    if judge is None:
-        raise ConfigError("the latent study scores samples with the MNIST classifier: use --dataset mnist")
-    record(out, config=_jsonable(cfg), seed=cfg.seed,
-           data={f"{cfg.data.name}/train": train.content_hash(), f"{cfg.data.name}/test": test.content_hash()})
-    x_train, x_test = to_float(train.images), to_float(test.images)
-    ref = Reference.build(judge, x_train)
-    rows = [{"d": "-", "model": "test images", "density": "-", **sample_scores(ref, x_test[: cfg.n_samples])}]
-    i0, i1 = random_pairs(len(x_test), cfg.n_pairs, cfg.seed)
-
-    def sampled(codec, density, d, model_name, density_name, z_test=None):
-        z = density.sample(cfg.n_samples, seed=cfg.seed)
-        x = decode_all(codec, z)
-        row = {"d": d, "model": model_name, "density": density_name, **sample_scores(ref, x)}
-        if z_test is not None:
-            row["test_loglik"] = float(density.log_prob(z_test).mean())
-        if hasattr(density, "n_components_"):
-            row["components"] = density.n_components_
-        save_rows(out / "figures" / f"samples-d{d}-{model_name.lower().replace(' ', '')}-{density_name}.png",
-                  [(f"{model_name} d = {d}, samples from {density_name}", x[:48])])
-        return row, x[:24]
-
-    for d in cfg.dims:
-        ae_cfg = AEConfig(d=d, spec=cfg.spec, data=cfg.data, train=cfg.train)
-        ae, _ = train_autoencoder(ae_cfg, model_dir(models, "ae", d), progress=progress, train=train, test=test,
-                                  judge=judge)
-        z_train, z_test = encode_all(ae, x_train), encode_all(ae, x_test)
-        panels = []
-        for name in cfg.densities:
-            row, shown = sampled(ae, make_density(name, seed=cfg.seed).fit(z_train), d, "AE", name, z_test)
-            rows.append(row)
-            panels.append((f"AE d = {d}, {name}: FID {row['fid']:.1f}, confident {row['confident']:.2f}", shown))
-        for beta, beta_dims in cfg.vaes:
-            if d not in beta_dims:
-                continue
-            vae_cfg = AEConfig(d=d, spec=cfg.spec, model="vae", beta=beta, data=cfg.data, train=cfg.train)
-            vae, _ = train_autoencoder(vae_cfg, model_dir(models, "vae", d, beta), progress=progress, train=train,
-                                       test=test, judge=judge)
-            label = "VAE" if beta == 1.0 else f"beta-VAE {beta:g}"
-            prior = make_density("prior").fit(np.zeros((1, vae.latent_dim)))
-            row, shown = sampled(vae, prior, d, label, "prior")
-            rows.append(row)
-            panels.append((f"{label} d = {d}, prior: FID {row['fid']:.1f}, confident {row['confident']:.2f}", shown))
-            save_rows(out / "figures" / f"interpolation-{label.lower().replace(' ', '')}-d{d}.png",
-                      [("", interpolate(vae, x_test[i0], x_test[i1]).flatten(0, 1))],
-                      title=f"{label} interpolation (d = {d})")
-        save_rows(out / "figures" / f"sampling-d{d}.png", panels, title=f"Sampling the latent space, d = {d}")
-        save_rows(out / "figures" / f"interpolation-ae-d{d}.png",
-                  [("", interpolate(ae, x_test[i0], x_test[i1]).flatten(0, 1))],
-                  title=f"Autoencoder interpolation (d = {d})")
-        pca = PCA(d, seed=cfg.seed).fit(x_train)
-        save_rows(out / "figures" / f"interpolation-pca-d{d}.png",
-                  [("", interpolate(pca, x_test[i0], x_test[i1]).flatten(0, 1))], title=f"PCA interpolation (d = {d})")
-    write_latent_results(out, rows, judge, time.perf_counter() - t_start)
+def sweep_rows(dims, models: dict[int, torch.nn.Module], histories: dict[int, list[dict]], pcas: dict[int, PCA],
+               test: Dataset, judge: Judge | None) -> list[dict]:
+    """One CNN row and one PCA row per d: MSE, lecture loss, PSNR, class kept."""
+    rows = []
+    for d in dims:
+        cnn = {k: v for k, v in scores(models[d], test, judge).items() if k != "classifier_accuracy"}
+        h = histories[d]
+        cnn.update(epochs=len(h), train_seconds=sum(e["seconds"] for e in h))
+        pca = {k: v for k, v in scores(pcas[d], test, judge).items() if k != "classifier_accuracy"}
+        rows += [{"d": d, "model": "CNN", **cnn}, {"d": d, "model": "PCA", **pca}]
     return rows
 
 
-LATENT_COLUMNS = ("d", "model", "density", "fid", "confident", "class_entropy", "nn_distance", "test_loglik",
-                  "components")
+def reconstruction_figure(out: Path, d: int, cnn: Codec, pca: Codec, x_show: torch.Tensor, row_cnn: dict,
+                          row_pca: dict) -> Figure:
+    """The lecture's figure: X, then g∘f(X) of the CNN, then of PCA, for one d."""
+    file = f"figures/reconstructions-d{d}.png"
+    save_rows(out / file, [("X (original samples)", x_show),
+                           (f"g∘f(X) (CNN, d = {d})", reconstruct(cnn, x_show)),
+                           (f"g∘f(X) (PCA, d = {d})", reconstruct(pca, x_show))])
+    return Figure(file, f"d = {d}: the first {len(x_show)} test images, their CNN and PCA reconstructions. "
+                        f"Test MSE per pixel: CNN {row_cnn['mse']:.4f}, PCA {row_pca['mse']:.4f}.")
 
 
-def write_latent_results(out: Path, rows: list[dict], judge: Judge, seconds: float) -> None:
-    write_table(out, "latent", rows, LATENT_COLUMNS,
-                {"fid": "{:.2f}", "confident": "{:.3f}", "class_entropy": "{:.3f}", "nn_distance": "{:.3f}",
-                 "test_loglik": "{:.2f}"},
-                f"Scores by the fixed MNIST classifier (test accuracy {judge.accuracy:.4f}); "
-                f"the 'test images' row is the floor. Wall time: {seconds:.0f} s.", seconds=seconds,
-                classifier_accuracy=judge.accuracy)
+# --------------------------------------------------------------------------- the latent space
+def interpolation_figure(out: Path, file: str, codec: Codec, x0: torch.Tensor, x1: torch.Tensor, steps: int,
+                         title: str, caption: str) -> Figure:
+    """Rows of xi(x, x', a) = g((1 - a) f(x) + a f(x')), a = 0 ... 1, one row per test pair."""
+    from aelab.latent import interpolate
+
+    save_rows(out / file, [("", interpolate(codec, x0, x1, steps).flatten(0, 1))], ncols=steps, title=title)
+    return Figure(file, caption)
+
+
+def fit_density(name: str, z_train: np.ndarray, cfg: LatentConfig, progress: bool = False):
+    from aelab.latent import make_density
+
+    options = {}
+    if name == "gmm" and cfg.gmm_components is not None:
+        options["n_components"] = cfg.gmm_components
+    if name == "flow":
+        options.update(steps=cfg.flow_steps, progress=progress)
+    return make_density(name, seed=cfg.seed, **options).fit(z_train)
+
+
+def latent_study(cfg: LatentConfig, aes: dict[int, Codec], vaes: dict[tuple[float, int], Codec],
+                 pcas: dict[int, PCA], train: Dataset, test: Dataset, judge: Judge | None, out: Path, *,
+                 progress: bool = True) -> tuple[list[dict], list[Figure]]:
+    """Interpolations (AE, PCA, VAEs) and samples from each density fitted on training latents, scored.
+
+    aes: d -> autoencoder; vaes: (beta, d) -> VAE.  Rows: one per (d, model, density), plus the real test
+    images as the floor of each score.  Without a judge (unlabelled data) only the log-likelihoods are scored.
+    """
+    from aelab.latent import decode_all, encode_all, make_density, random_pairs
+    from aelab.quality import Reference, sample_scores
+
+    x_train, x_test = to_float(train.images), to_float(test.images)
+    ref = Reference.build(judge, x_train) if judge is not None else None
+    score = (lambda x: sample_scores(ref, x)) if ref is not None else (lambda x: {})
+    rows = [{"d": "-", "model": "test images", "density": "-", **score(x_test[: cfg.n_samples])}]
+    figures: list[Figure] = []
+    i0, i1 = random_pairs(len(x_test), cfg.n_pairs, cfg.seed)
+
+    def sampled(codec, density, d, label, density_name, z_test=None):
+        x = decode_all(codec, density.sample(cfg.n_samples, seed=cfg.seed))
+        row = {"d": d, "model": label, "density": density_name, **score(x)}
+        if z_test is not None:
+            row["test_loglik"] = float(density.log_prob(z_test).mean())
+        if hasattr(density, "n_components_"):
+            row["components"] = int(density.n_components_)
+        return row, x[:24]
+
+    def caption(row):
+        return f"FID {row['fid']:.1f}, confident {row['confident']:.2f}" if "fid" in row else row["density"]
+
+    for d in cfg.dims:
+        ae = aes[d]
+        z_train, z_test = encode_all(ae, x_train), encode_all(ae, x_test)
+        panels = []
+        for name in cfg.densities:
+            t0 = time.perf_counter()
+            row, shown = sampled(ae, fit_density(name, z_train, cfg, progress), d, "AE", name, z_test)
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            panels.append((f"AE d = {d}, {name}: {caption(row)}", shown))
+        for (beta, vd), vae in vaes.items():
+            if vd != d:
+                continue
+            label = "VAE" if beta == 1.0 else f"beta-VAE {beta:g}"
+            row, shown = sampled(vae, make_density("prior").fit(np.zeros((1, vae.latent_dim))), d, label, "prior")
+            rows.append(row)
+            panels.append((f"{label} d = {d}, prior: {caption(row)}", shown))
+            slug = label.lower().replace(" ", "").replace("-", "")
+            figures.append(interpolation_figure(out, f"figures/interpolation-{slug}-d{d}.png", vae, x_test[i0],
+                                                x_test[i1], cfg.steps, f"{label} interpolation (d = {d})",
+                                                f"{label} (d = {d}): interpolation between the same test pairs."))
+        file = f"figures/sampling-d{d}.png"
+        save_rows(out / file, panels, title=f"Sampling the latent space, d = {d}")
+        figures.append(Figure(file, f"d = {d}: decoded samples from each density fitted on the training latents "
+                                    f"(the lecture's is diag), and from each VAE's prior."))
+        figures.append(interpolation_figure(
+            out, f"figures/interpolation-ae-d{d}.png", ae, x_test[i0], x_test[i1], cfg.steps,
+            f"Autoencoder interpolation (d = {d})",
+            f"Autoencoder (d = {d}): xi(x, x', a) = g((1 - a) f(x) + a f(x')) between {cfg.n_pairs} random "
+            "test pairs."))
+        figures.append(interpolation_figure(
+            out, f"figures/interpolation-pca-d{d}.png", pcas[d], x_test[i0], x_test[i1], cfg.steps,
+            f"PCA interpolation (d = {d})", f"PCA (d = {d}) between the same pairs: a straight line in pixel space "
+                                             "(a cross-fade)."))
+    return rows, figures
+
+
+# --------------------------------------------------------------------------- one-off jobs of the CLI
+def train_and_score(cfg, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+    """`aelab train`: train ``cfg.model`` with ``cfg.train`` on ``cfg.data`` into ``out``, score it on the test
+    set (with the dataset's fixed classifier when it has labels) and write out/metrics.json."""
+    from aelab.evaluator import judge_for
+
+    out = Path(out)
+    if not resume and latest_checkpoint(out) is not None:
+        raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+    train, test = load_splits(cfg.data)
+    model, history = train_model(cfg.model, cfg.train, cfg.data, train, test, out, resume=resume, progress=progress)
+    judge = judge_for(*load_full(cfg.data), progress=progress)
+    metrics = {**scores(model, test, judge), "epochs": len(history),
+               "train_seconds": sum(e["seconds"] for e in history), "history": history}
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def interpolate_job(cfg, out: str | Path, *, run: str | Path | None = None, pca: int | None = None, pairs: int = 6,
+                    steps: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """`aelab interpolate`: a figure of interpolations between random test pairs, for a trained run or PCA."""
+    from aelab.latent import random_pairs
+
+    if run is not None:
+        codec, model_cfg, data_cfg = load_trained(run)
+        name = f"{model_label(model_cfg)} d = {model_cfg.d}"
+        train, test = load_splits(data_cfg)
+    else:
+        data_cfg = cfg.data
+        train, test = load_splits(data_cfg)
+        codec, name = PCA(pca).fit(to_float(train.images)), f"PCA d = {pca}"
+    x = to_float(test.images)
+    i0, i1 = random_pairs(len(x), pairs, cfg.latent.seed)
+    out = Path(out)
+    interpolation_figure(out.parent, out.name, codec, x[i0], x[i1], steps, f"{name} interpolation", "")
+    return i0, i1
+
+
+def sample_job(run: str | Path, density: str, cfg: LatentConfig, out: str | Path) -> dict[str, float]:
+    """`aelab sample`: fit ``density`` on a trained run's training latents, decode samples, score them."""
+    from aelab.evaluator import judge_for
+    from aelab.latent import decode_all, encode_all, make_density
+    from aelab.quality import Reference, sample_scores
+
+    codec, model_cfg, data_cfg = load_trained(run)
+    train, _ = load_splits(data_cfg)
+    x_train = to_float(train.images)
+    if density == "prior":
+        dens = make_density("prior").fit(np.zeros((1, codec.latent_dim)))
+    else:
+        if density not in ("diag", "full", "gmm", "flow"):
+            raise ConfigError(f"unknown density {density!r}; choose one of: diag, full, gmm, flow, prior")
+        dens = fit_density(density, encode_all(codec, x_train), cfg)
+    x = decode_all(codec, dens.sample(cfg.n_samples, seed=cfg.seed))
+    save_rows(out, [(f"{model_label(model_cfg)} d = {model_cfg.d}, samples from {density}", x[:48])])
+    judge = judge_for(*load_full(data_cfg))
+    return sample_scores(Reference.build(judge, x_train), x) if judge is not None else {}

@@ -1,17 +1,18 @@
-"""Pure plotting: arrays in, PNG files out (atomically).  No training, no data loading here."""
+"""Pure plotting: arrays in, PNG files out (atomically).  No training, no data loading here.
+
+Figures are made with matplotlib's object API (``matplotlib.figure.Figure``), never pyplot: importing aelab
+does not switch a notebook's backend, and no figure stays open in pyplot's global registry.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a screen
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from aelab.io import atomic_save  # noqa: E402
+from aelab.io import atomic_save
 
 
 def tile(images: np.ndarray, ncols: int = 12, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -42,8 +43,8 @@ def save_rows(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], ncols: i
     tiles = [tile(imgs, ncols) for _, imgs in rows]
     width = 0.55 * ncols
     heights = [t.shape[0] / t.shape[1] * width for t in tiles]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width, sum(heights) + 0.45 * len(rows) + (0.4 if title else 0)),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig = Figure(figsize=(width, sum(heights) + 0.45 * len(rows) + (0.4 if title else 0)))
+    axes = fig.subplots(len(rows), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (caption, _), t in zip(axes[:, 0], rows, tiles, strict=True):
         ax.imshow(t, cmap="gray_r" if t.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(caption, fontsize=11)
@@ -52,13 +53,17 @@ def save_rows(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], ncols: i
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
     return path
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
+    """Save a matplotlib figure atomically as PNG."""
     path = Path(path)
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
-    plt.close(fig)
     return path
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4), **kw):
+    """(fig, axes) like pyplot.subplots, but a free-standing ``Figure`` outside pyplot's state."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aelab.errors import ConfigError
-from aelab.evaluate import Codec
+from aelab.metrics import Codec
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -182,7 +182,11 @@ class Flow:
         return -0.5 * (u.pow(2) + math.log(2 * math.pi)).sum(1) + logdet
 
     def fit(self, z: np.ndarray) -> Flow:
-        torch.manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights; the global RNG is left untouched
+            torch.manual_seed(self.seed)
+            return self._fit(z)
+
+    def _fit(self, z: np.ndarray) -> Flow:
         dim = z.shape[1]
         self.mean_, self.std_ = z.mean(0), z.std(0) + 1e-8
         masks = [(torch.arange(dim) % 2 == i % 2).float() for i in range(self.layers)]

@@ -6,9 +6,13 @@ and g(z) = W z + m with W the top-d principal directions.  scikit-learn does the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from sklearn.decomposition import PCA as SkPCA
+
+from aelab.io import atomic_save
 
 
 class PCA:
@@ -24,7 +28,8 @@ class PCA:
         """x: (N, C, H, W) training images."""
         # An exact eigendecomposition of the 784x784 covariance: deterministic and fast for N >> H*W
         # (a randomized solver would make the baseline depend on the seed).
-        self.pca_ = SkPCA(n_components=self.d, svd_solver="covariance_eigh", random_state=self.seed).fit(_flat(x))
+        sk = SkPCA(n_components=self.d, svd_solver="covariance_eigh", random_state=self.seed).fit(_flat(x))
+        self.mean_, self.components_ = sk.mean_, sk.components_       # (D,), (d, D)
         self.image_shape_ = tuple(x.shape[1:])
         return self
 
@@ -33,11 +38,31 @@ class PCA:
         return self.d
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.pca_.transform(_flat(x)).astype(np.float32))
+        """f(x) = W^T (x - m): (N, C, H, W) -> (N, d)."""
+        return torch.from_numpy(((_flat(x) - self.mean_) @ self.components_.T).astype(np.float32))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.pca_.inverse_transform(np.asarray(z, dtype=np.float64)).astype(np.float32)
+        """g(z) = W z + m: (N, d) -> (N, C, H, W)."""
+        x = (np.asarray(z, dtype=np.float64) @ self.components_ + self.mean_).astype(np.float32)
         return torch.from_numpy(x).view(len(x), *self.image_shape_)
+
+    def save(self, path: str | Path) -> None:
+        """The fitted mean and components as safetensors (float64), atomically."""
+        from safetensors.numpy import save_file
+
+        arrays = {"mean": self.mean_, "components": self.components_,
+                  "image_shape": np.asarray(self.image_shape_, np.int64)}
+        atomic_save(path, lambda tmp: save_file(arrays, str(tmp)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PCA:
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(path))
+        pca = cls(int(arrays["components"].shape[0]))
+        pca.mean_, pca.components_ = arrays["mean"], arrays["components"]
+        pca.image_shape_ = tuple(int(v) for v in arrays["image_shape"])
+        return pca
 
 
 def _flat(x: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Scores of generated images, all in the eyes of aelab's fixed MNIST classifier (``evaluate.Judge``).
+"""Scores of generated images, all in the eyes of aelab's fixed MNIST classifier (``evaluator.Judge``).
 
 - ``fid``: "FID-MNIST", the Fréchet distance between Gaussians fitted to the classifier's 128-d penultimate
   features of the samples and of the training images:  |m1 - m2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from aelab.evaluate import Judge
+from aelab.evaluator import Judge
 
 
 @torch.no_grad()

@@ -28,24 +28,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aelab import AelabError
+from aelab.config import TrainConfig
 from aelab.io import atomic_save, atomic_write_json, sha256_file
+from aelab.metrics import reconstruction_scores
 from aelab.runs import environment
 
 
 class TrainingDiverged(AelabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    shuffle: bool = True          # the slide splits in order; a seeded shuffle per epoch trains better
-    device: str = "auto"          # auto: cuda when present, else cpu
-    channels_last: bool = True    # 10-20 % faster convolutions on CPU, same results up to rounding
-    eval_batch_size: int = 1000
 
 
 @dataclass
@@ -78,20 +68,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-@torch.no_grad()
 def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
-                  device: torch.device | None = None, memory_format=torch.contiguous_format) -> dict[str, float]:
-    """Lecture loss per image and MSE per pixel of ``model`` (encode then decode) on x: (N, C, H, W)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for xb in x.split(batch_size):
-        xb = xb.to(device).contiguous(memory_format=memory_format)
-        total += float((model(xb) - xb).pow(2).sum())
-    model.train(was_training)
-    n_pix = x[0].numel()
-    return {"loss": 0.5 * total / len(x), "mse": total / (len(x) * n_pix)}
+                  memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
+    """Lecture loss per image and MSE per pixel of g(f(x)) on x: (N, C, H, W) (``metrics.reconstruction_scores``)."""
+    s = reconstruction_scores(model, x, batch_size, memory_format)
+    return {"loss": s["loss"], "mse": s["mse"]}
 
 
 def training_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +202,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             running += value * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{running / seen:.3f}")
-        test = evaluate_loss(model, test_x, cfg.eval_batch_size, device, fmt)
+        test = evaluate_loss(model, test_x, cfg.eval_batch_size, fmt)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
         if progress:

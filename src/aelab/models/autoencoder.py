@@ -9,8 +9,8 @@ Decoder g: the mirror image, ConvTranspose2d + ReLU, the last one without ReLU. 
 
 A convolution of kernel w and stride s maps W to floor((W + 2p - w) / s) + 1; its transpose maps
 that back to (W_out - 1) s - 2p + w.  The difference (the pixels the strided convolution never saw,
-the lecture's "W = w + s q" rule) is given back by ``output_padding``, which PyTorch allows only below
-the stride: a spec that would need more is refused, naming the layer and the sizes.
+the lecture's "W = w + s q" rule) is always below the stride and is given back by ``output_padding``; a
+spec whose kernel exceeds its layer's input is refused, naming the layer and the sizes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from aelab.errors import ConfigError
+from aelab.ops.shapes import round_trip
 
 
 @dataclass(frozen=True)
@@ -50,41 +51,37 @@ def parse_spec(text: str) -> tuple[ConvSpec, ...]:
     for i, item in enumerate(filter(None, (t.strip() for t in text.split(",")))):
         try:
             nums = [int(v) for v in item.split(":")]
-            layers.append(ConvSpec(*nums))
-        except (TypeError, ValueError):
-            raise ConfigError(f"layer {i} of spec {text!r}: {item!r} is not channels:kernel:stride[:padding]") from None
+        except ValueError:
+            nums = []
+        if len(nums) not in (3, 4):
+            raise ConfigError(f"layer {i} of spec {text!r}: {item!r} is not channels:kernel:stride[:padding] "
+                              "(3 or 4 integers, e.g. 32:5:1)")
         if min(nums[:3]) < 1 or (len(nums) > 3 and nums[3] < 0):
-            raise ConfigError(f"layer {i} of spec {text!r}: channels, kernel and stride must be >= 1, padding >= 0")
+            raise ConfigError(f"layer {i} of spec {text!r}: {item!r} has a value out of range; channels, kernel "
+                              "and stride must be >= 1, padding >= 0")
+        layers.append(ConvSpec(*nums))
     if not layers:
-        raise ConfigError("empty layer spec")
+        raise ConfigError(f"empty layer spec {text!r}; give channels:kernel:stride[:padding] per layer")
     return tuple(layers)
 
 
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def mirror_output_padding(spec: Sequence[ConvSpec], in_size: tuple[int, int]) -> list[tuple[int, int]]:
-    """Per encoder layer, the output_padding its transposed twin needs to give back the layer's input size."""
+    """Per encoder layer, the output_padding its transposed twin needs to give back the layer's input size.
+
+    The size rule of ``aelab.ops.shapes.round_trip``: the transposed convolution gives back W - r, where r
+    (< stride) is the pixels the strided convolution never read; ``output_padding = r`` restores W.  So any
+    size the encoder admits comes back; only a layer whose kernel exceeds its input is refused.
+    """
     pads = []
     h, w = in_size
     for i, layer in enumerate(spec):
-        oh, ow = (conv_out(s, layer.kernel, layer.stride, layer.padding) for s in (h, w))
-        if oh < 1 or ow < 1:
+        try:
+            rh, rw = (round_trip(s, layer.kernel, layer.stride, layer.padding) for s in (h, w))
+        except ConfigError as e:
             raise ConfigError(f"encoder layer {i} ({layer.kernel}x{layer.kernel}, stride {layer.stride}) gets a "
-                              f"{h}x{w} input, smaller than its kernel: use larger images or fewer/smaller layers")
-        pad = []
-        for size, out in ((h, oh), (w, ow)):
-            back = (out - 1) * layer.stride - 2 * layer.padding + layer.kernel
-            op = size - back
-            if not 0 <= op < layer.stride:
-                raise ConfigError(
-                    f"encoder layer {i} maps size {size} to {out}; its transposed convolution gives back {back}, "
-                    f"and output_padding {op} would be needed (must be < stride {layer.stride}): choose an input "
-                    f"size W = {layer.kernel} + {layer.stride}q or change the layer")
-            pad.append(op)
-        pads.append((pad[0], pad[1]))
-        h, w = oh, ow
+                              f"{h}x{w} input ({e}): use larger images or fewer/smaller layers") from None
+        pads.append((rh.output_padding, rw.output_padding))
+        h, w = rh.conv_size, rw.conv_size
     return pads
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Rectangle
 from PIL import Image
 
-from aelab.figures import plt, save_figure
+from aelab.figures import save_figure, subplots
 from aelab.io import atomic_save
 from aelab.ops import conv1d, conv_transpose1d
-from aelab.ops.artefacts import UPSAMPLERS, constant_response, coverage, coverage_score
+from aelab.ops.artefacts import UPSAMPLERS, constant_response, coverage, coverage_score_2d
 from aelab.ops.matrix import conv_matrix
 
 
@@ -29,7 +30,7 @@ def format_matrix(rows: list[list[str]]) -> str:
 def plot_matrix(length: int, kernel: int, stride: int, path: str | Path) -> Path:
     sym = symbolic_matrix(length, kernel, stride)
     t = [list(r) for r in zip(*sym, strict=True)]
-    fig, axes = plt.subplots(1, 2, figsize=(0.5 * (length + len(sym)) + 2, 0.45 * length + 1.2))
+    fig, axes = subplots(1, 2, figsize=(0.5 * (length + len(sym)) + 2, 0.45 * length + 1.2))
     for ax, mat, title in ((axes[0], sym, f"conv matrix ({len(sym)}x{length})"),
                            (axes[1], t, f"its transpose ({length}x{len(sym)})")):
         vals = np.array([[0 if c == "0" else int(c[1:]) for c in r] for r in mat])
@@ -46,12 +47,12 @@ def plot_matrix(length: int, kernel: int, stride: int, path: str | Path) -> Path
 def plot_coverage(kernel: int, stride: int, path: str | Path, dilation: int = 1) -> Path:
     """2D coverage map of a square kernel (the lecture's example: 4x4, stride 3) with its counts."""
     cov = coverage((kernel, kernel), (stride, stride), (dilation, dilation), size=(4, 4))
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig, ax = subplots(figsize=(5.5, 5.5))
     ax.imshow(cov, cmap="magma", vmin=0)
     for (i, j), v in np.ndenumerate(cov):
         ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < cov.max() / 2 else "k")
     ax.set_title(f"taps per output pixel: {kernel}x{kernel} kernel, stride {stride}\n"
-                 f"checkerboard score {coverage_score(kernel, stride, dilation):.3f}")
+                 f"2-D checkerboard score {coverage_score_2d(kernel, stride, dilation):.3f}")
     ax.axis("off")
     return save_figure(fig, path)
 
@@ -59,7 +60,7 @@ def plot_coverage(kernel: int, stride: int, path: str | Path, dilation: int = 1)
 def plot_upsamplers(path: str | Path, scale: int = 3, kernel: int = 4, seed: int = 0) -> tuple[Path, dict]:
     """Each upsampler's response to a constant 8x8 input (random weights): artefacts show as patterns."""
     responses = [constant_response(m, scale, kernel, seed=seed) for m in UPSAMPLERS]
-    fig, axes = plt.subplots(1, len(responses), figsize=(3.2 * len(responses), 3.6))
+    fig, axes = subplots(1, len(responses), figsize=(3.2 * len(responses), 3.6))
     for ax, r in zip(axes, responses, strict=True):
         dev = r.output - r.output.mean()
         spread = max(np.abs(dev).max(), 1e-6 * max(np.abs(r.output).max(), 1.0))
@@ -74,7 +75,7 @@ def plot_upsamplers(path: str | Path, scale: int = 3, kernel: int = 4, seed: int
 def _cells(ax, y: float, values, highlight=(), label: str = "", fmt="{:g}", color="#ffd166") -> None:
     for i, v in enumerate(values):
         face = color if i in highlight else "white"
-        ax.add_patch(plt.Rectangle((i, y), 1, 1, facecolor=face, edgecolor="k"))
+        ax.add_patch(Rectangle((i, y), 1, 1, facecolor=face, edgecolor="k"))
         if v is not None:
             ax.text(i + 0.5, y + 0.5, fmt.format(v), ha="center", va="center", fontsize=11)
     ax.text(-0.3, y + 0.5, label, ha="right", va="center", fontsize=11)
@@ -95,7 +96,7 @@ def conv_frames(x: np.ndarray, w: np.ndarray, stride: int = 1, transposed: bool 
     width = max(len(x), len(final))
     frames, acc = [], np.zeros(len(final))
     for i in range(len(x) if transposed else len(final)):
-        fig, ax = plt.subplots(figsize=(0.6 * width + 2.5, 2.6))
+        fig, ax = subplots(figsize=(0.6 * width + 2.5, 2.6))
         if transposed:
             acc[i * stride: i * stride + k] += x[i] * w
             _cells(ax, 2, x, {i}, "input")

@@ -1,0 +1,396 @@
+"""One configuration model for every command and study: frozen dataclasses, validated when built.
+
+    Config
+      data    DataConfig     which dataset, how much of it
+      model   ModelConfig    ae | vae, latent size d, encoder spec, beta
+      train   TrainConfig    the lecture's recipe: epochs, batch size, Adam's lr, seed, device
+      sweep   SweepConfig    the d-sweep: CNN vs PCA at each d
+      latent  LatentConfig   interpolation and sampling: densities, VAEs, sample counts
+      ops     OpsConfig      the operator figures
+
+A value that cannot work (batch size 0, a negative learning rate, an empty list of d, an unknown density,
+a spec field out of range) raises ``ConfigError`` naming the field, the value and what is accepted.
+
+Presets are TOML files shipped in ``aelab/configs`` (``quick``, ``lecture``); ``resolve`` applies, in order,
+the dataclass defaults, a preset, a user's TOML file and ``--set section.key=value`` overrides.  Unknown
+sections or keys are refused, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aelab.errors import ConfigError
+
+LECTURE_SPEC_TEXT = "32:5:1,32:5:1,32:4:2,32:3:2,8:4:1"
+MODEL_KINDS = ("ae", "vae")
+DENSITY_NAMES = ("diag", "full", "gmm", "flow")
+
+
+def _fail(section: str, name: str, value: Any, accepted: str) -> typing.NoReturn:
+    raise ConfigError(f"{section}.{name} = {value!r} is not allowed: {accepted}")
+
+
+def _int_at_least(section: str, name: str, value: Any, low: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(section, name, value, f"use an integer >= {low}" + (" (or none for all)" if none_ok else ""))
+
+
+def _positive_float(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        _fail(section, name, value, "use a finite number > 0")
+
+
+def _one_of(section: str, name: str, value: Any, choices) -> None:
+    if value not in choices:
+        _fail(section, name, value, f"choose one of {', '.join(map(str, choices))}")
+
+
+def help_of(cls, name: str) -> str:
+    """The help text of a config field (shared by every CLI option bound to it)."""
+    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
+
+
+def _f(default, help: str, **kw):  # noqa: A002  (a dataclass field with its CLI help text)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _f("mnist", "Dataset name (see 'aelab data list').")
+    n_train: int | None = _f(None, "Use the first N training images only (default: all).")
+    n_test: int | None = _f(None, "Use the first N test images only (default: all).")
+    data_dir: str | None = _f(None, "Folder holding the dataset's files (idx, images; mnist / fashion-mnist "
+                                    "from your own copy).")
+
+    def __post_init__(self) -> None:
+        from aelab.data import SOURCES
+
+        _one_of("data", "name", self.name, sorted(SOURCES))
+        _int_at_least("data", "n_train", self.n_train, 1, none_ok=True)
+        _int_at_least("data", "n_test", self.n_test, 1, none_ok=True)
+        if self.name in ("idx", "images") and not self.data_dir:
+            _fail("data", "data_dir", self.data_dir, f"dataset {self.name!r} needs --data-dir FOLDER")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = _f("ae", "ae (the lecture's autoencoder) or vae (same architecture, negative ELBO).")
+    d: int = _f(8, "Latent channels d (the last encoder layer's channels).")
+    spec: str = _f(LECTURE_SPEC_TEXT, "Encoder layers channels:kernel:stride[:padding], comma-separated.")
+    beta: float = _f(1.0, "VAE only: weight of the KL term (1: VAE, other: beta-VAE).")
+
+    def __post_init__(self) -> None:
+        _one_of("model", "kind", self.kind, MODEL_KINDS)
+        _int_at_least("model", "d", self.d, 1)
+        _positive_float("model", "beta", self.beta)
+        if self.kind == "ae" and self.beta != 1.0:
+            _fail("model", "beta", self.beta, "beta applies to model.kind = vae only; leave it at 1")
+        self.layers  # parse now: a malformed spec fails when the config is built  # noqa: B018
+
+    @property
+    def layers(self):
+        """The spec as a tuple of ``ConvSpec`` (its last layer's channels are replaced by d when built)."""
+        from aelab.models.autoencoder import parse_spec
+
+        return parse_spec(self.spec)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _f(10, "Training epochs.")
+    batch_size: int = _f(100, "Mini-batch size.")
+    lr: float = _f(1e-3, "Adam learning rate.")
+    seed: int = _f(0, "Seed of the initial weights and of the data order.")
+    shuffle: bool = _f(True, "Seeded shuffle per epoch (false: the slide's fixed order).")
+    device: str = _f("auto", "auto (GPU when present), cpu or cuda.")
+    channels_last: bool = _f(True, "channels_last memory format on CPU (faster convolutions, same results "
+                                   "up to rounding).")
+    eval_batch_size: int = _f(1000, "Batch size of the per-epoch test evaluation.")
+
+    def __post_init__(self) -> None:
+        _int_at_least("train", "epochs", self.epochs, 1)
+        _int_at_least("train", "batch_size", self.batch_size, 1)
+        _positive_float("train", "lr", self.lr)
+        _int_at_least("train", "seed", self.seed, 0)
+        _int_at_least("train", "eval_batch_size", self.eval_batch_size, 1)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            _fail("train", "device", self.device, "use auto, cpu, cuda or cuda:N")
+
+
+def _dims(section: str, name: str, dims: tuple[int, ...]) -> None:
+    if not dims:
+        _fail(section, name, list(dims), "give at least one latent size, e.g. [2, 8]")
+    for d in dims:
+        _int_at_least(section, name, d, 1)
+    if len(set(dims)) != len(dims):
+        _fail(section, name, list(dims), "each latent size once")
+
+
+def parse_vae(text: str) -> tuple[float, tuple[int, ...]]:
+    """'BETA@D1,D2,...' -> (beta, (d1, d2, ...)); e.g. '1@8,16,32' (VAEs) or '4@16' (a beta-VAE)."""
+    try:
+        beta_text, dims_text = text.split("@")
+        beta, dims = float(beta_text), tuple(int(v) for v in dims_text.split(","))
+    except ValueError:
+        _fail("latent", "vaes", text, "each entry is BETA@D1,D2,... e.g. '1@8,16,32' or '4@16'")
+    _positive_float("latent", "vaes (beta)", beta)
+    _dims("latent", "vaes (dims)", dims)
+    return beta, dims
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    dims: tuple[int, ...] = _f((2, 4, 8, 16, 32), "Latent sizes of the CNN-vs-PCA sweep.")
+    n_show: int = _f(36, "Test digits shown in each reconstruction figure.")
+
+    def __post_init__(self) -> None:
+        _dims("sweep", "dims", self.dims)
+        _int_at_least("sweep", "n_show", self.n_show, 1)
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    dims: tuple[int, ...] = _f((8, 16, 32), "Latent sizes of the sampling study (AEs shared with the sweep).")
+    densities: tuple[str, ...] = _f(DENSITY_NAMES, "Densities fitted on training latents: diag (the lecture's), "
+                                                   "full, gmm, flow.")
+    vaes: tuple[str, ...] = _f(("1@8,16,32", "4@16"), "VAEs to train: BETA@D1,D2,... (beta 1: VAE).")
+    n_samples: int = _f(5000, "Samples drawn and scored per row.")
+    n_pairs: int = _f(6, "Interpolated test pairs (rows of the figure).")
+    steps: int = _f(12, "Interpolation steps from a = 0 to 1 (columns).")
+    gmm_components: int | None = _f(None, "GMM components (default: chosen by BIC).")
+    flow_steps: int = _f(2000, "Optimisation steps of the RealNVP flow.")
+    seed: int = _f(0, "Seed of the densities, samples and interpolation pairs.")
+
+    def __post_init__(self) -> None:
+        _dims("latent", "dims", self.dims)
+        if not self.densities:
+            _fail("latent", "densities", [], f"give at least one of {', '.join(DENSITY_NAMES)}")
+        for name in self.densities:
+            _one_of("latent", "densities", name, DENSITY_NAMES)
+        for text in self.vaes:
+            parse_vae(text)
+        _int_at_least("latent", "n_samples", self.n_samples, 2)
+        _int_at_least("latent", "n_pairs", self.n_pairs, 1)
+        _int_at_least("latent", "steps", self.steps, 2)
+        _int_at_least("latent", "gmm_components", self.gmm_components, 1, none_ok=True)
+        _int_at_least("latent", "flow_steps", self.flow_steps, 1)
+        _int_at_least("latent", "seed", self.seed, 0)
+
+    @property
+    def vae_models(self) -> tuple[tuple[float, tuple[int, ...]], ...]:
+        return tuple(parse_vae(t) for t in self.vaes)
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    kernel: int = _f(4, "Kernel of the checkerboard study (coverage maps, upsamplers).")
+    strides: tuple[int, ...] = _f((2, 3), "Strides of the checkerboard study.")
+    seed: int = _f(0, "Seed of the random upsampler weights.")
+
+    def __post_init__(self) -> None:
+        _int_at_least("ops", "kernel", self.kernel, 1)
+        _dims("ops", "strides", self.strides)
+        _int_at_least("ops", "seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
+    preset: str = "lecture"
+
+
+SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "preset"}
+SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sweep": SweepConfig,
+                   "latent": LatentConfig, "ops": OpsConfig}
+
+
+# --------------------------------------------------------------------------- dict <-> dataclass
+def to_dict(cfg) -> dict[str, Any]:
+    """A JSON/TOML-able dict of a config (tuples become lists)."""
+    def plain(v):
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
+
+
+def _coerce(path: str, value: Any, tp) -> Any:
+    """``value`` (from TOML or --set) as type ``tp``, or a ConfigError naming the key."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(path, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):  # --set sweep.dims=2,8,32; --set latent.vaes=1@8,16,4@16 (a comma starts
+            # a new entry only where a new BETA@ follows)
+            parts = re.split(r",(?=[^,@]*@)", value) if "@" in value else value.split(",")
+            value = [v.strip() for v in parts if v.strip()]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # --set latent.dims=4: a list of one
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} = {value!r} is not allowed: use a list, e.g. [2, 8] or 2,8")
+        return tuple(_coerce(path, v, args[0]) for v in value)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} = {value!r} is not allowed: use true or false")
+        return value
+    if tp in (int, float):
+        if isinstance(value, str):
+            try:
+                value = tp(value)
+            except ValueError:
+                pass
+        ok = (int,) if tp is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok):
+            raise ConfigError(f"{path} = {value!r} is not allowed: use {'an integer' if tp is int else 'a number'}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r} is not allowed: use a string")
+        return value
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def build_section(cls, values: dict[str, Any], section: str):
+    """``cls(**values)`` after checking every key exists and coercing every value to its field's type."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown key {section}.{key}; {section} has: {', '.join(sorted(known))}")
+    return cls(**{k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in values.items()})
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
+    """``base`` with ``override`` applied section by section; unknown sections are refused."""
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in override.items():
+        if section not in SECTION_CLASSES:
+            raise ConfigError(f"unknown section [{section}] in {where}; sections: {', '.join(SECTION_CLASSES)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {where} must be a table of keys, got {values!r}")
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def from_dict(values: dict[str, Any], preset: str = "custom") -> Config:
+    """The inverse of ``to_dict``: a Config from {section: {key: value}} (and an optional "preset" name)."""
+    values = dict(values)
+    preset = values.pop("preset", preset)
+    for section in values:
+        if section not in SECTION_CLASSES:
+            raise ConfigError(f"unknown section {section!r}; sections: {', '.join(SECTION_CLASSES)}")
+    return Config(**{s: build_section(cls, values.get(s, {}), s) for s, cls in SECTION_CLASSES.items()},
+                  preset=preset)
+
+
+# --------------------------------------------------------------------------- presets, files, --set
+def presets() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("aelab").joinpath("configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def read_toml(path: str | Path, what: str | None = None) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path} ({e.strerror if isinstance(e, OSError) else e}); "
+                          "give a readable UTF-8 TOML file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {what or path} is not valid TOML ({e}); fix the file") from None
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    if name not in presets():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(presets())}")
+    ref = resources.files("aelab").joinpath("configs", f"{name}.toml")
+    with resources.as_file(ref) as path:
+        return read_toml(path, f"preset {name}")
+
+
+def parse_set(item: str) -> tuple[str, str, Any]:
+    """'train.lr=3e-3' -> ('train', 'lr', 0.003); the value is read as TOML, else taken as a plain string."""
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise ConfigError(f"--set {item!r}: use section.key=value, e.g. --set train.lr=3e-3")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return section, name, value
+
+
+def resolve(preset: str = "lecture", file: str | Path | None = None, sets: typing.Iterable[str] = (),
+            overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Defaults <- preset <- TOML file <- --set items <- ``overrides`` (the CLI's shortcut options)."""
+    values: dict[str, dict[str, Any]] = {}
+    values = merge(values, preset_values(preset), f"preset {preset}")
+    if file is not None:
+        values = merge(values, read_toml(file), str(file))
+    for item in sets:
+        section, name, value = parse_set(item)
+        values = merge(values, {section: {name: value}}, f"--set {item}")
+    values = merge(values, overrides or {}, "the command line")
+    return from_dict(values, preset)
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML (what ``aelab reproduce --dry-run`` prints; readable by ``--config``)."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"# preset: {cfg.preset}"]
+    for section, values in to_dict(cfg).items():
+        if section == "preset":
+            continue
+        lines.append(f"\n[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {value(v)}" if v is not None else f"# {k} = none (unset)")
+    return "\n".join(lines) + "\n"
+
+
+def override(cfg: Config, section: str, **values: Any) -> Config:
+    """A copy of ``cfg`` with ``values`` set in ``section`` (coerced and validated like any other setting)."""
+    current = to_dict(getattr(cfg, section))
+    return dataclasses.replace(cfg, **{section: build_section(SECTION_CLASSES[section], {**current, **values},
+                                                              section)})

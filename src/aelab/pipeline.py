@@ -1,0 +1,401 @@
+"""`aelab reproduce`: the whole lecture as named, cached stages, ending in one HTML report.
+
+    data ─► evaluator ─► ae-d{d}, vae-d{d}, ... ─► pca ─► sweep ─► latent ─► ops ─► model ─► report
+
+``plan(cfg)`` lists the stages of a configuration, each with the config slice it reads; ``reproduce``
+runs them through ``aelab.stages`` (reusing every complete one), writes the run record and copies the
+report to ``<out>/report/``.  Each stage writes ``manifest.json`` (its report section: figures with
+captions) and returns its metrics; the report stage reads only those files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aelab.config import Config, ModelConfig, to_dict, to_toml
+from aelab.data import to_float
+from aelab.errors import ConfigError
+from aelab.experiments import (
+    LATENT_COLUMNS,
+    LATENT_FORMAT,
+    SWEEP_COLUMNS,
+    SWEEP_FORMAT,
+    Figure,
+    fit_pcas,
+    latent_study,
+    load_splits,
+    load_trained,
+    model_label,
+    reconstruction_figure,
+    sweep_rows,
+    train_model,
+    write_table,
+)
+from aelab.figures import save_rows
+from aelab.io import atomic_write_json, atomic_write_text
+from aelab.runs import environment, record
+from aelab.stages import Context, Result, Stage, is_complete, keys, read_json, run_stages, stage_dir
+
+
+def write_manifest(out: Path, section: str, figures: list[Figure], **extra) -> None:
+    atomic_write_json(out / "manifest.json", {"section": section, "figures": [dataclasses.asdict(f) for f in figures],
+                                              **extra})
+
+
+# --------------------------------------------------------------------------- shared loaders (memoised per process)
+def _splits(ctx: Context, cfg: Config):
+    if "splits" not in ctx.memo:
+        ctx.memo["splits"] = load_splits(cfg.data)
+    return ctx.memo["splits"]
+
+
+def _judge(ctx: Context):
+    from aelab.evaluator import load_judge
+
+    if "judge" not in ctx.memo:
+        path = ctx.inputs["evaluator"] / "evaluator.safetensors"
+        ctx.memo["judge"] = load_judge(path) if path.exists() else None
+    return ctx.memo["judge"]
+
+
+def _model(ctx: Context, name: str, image_shape):
+    key = f"model:{ctx.inputs[name]}"
+    if key not in ctx.memo:
+        ctx.memo[key] = load_trained(ctx.inputs[name], image_shape)[0]
+    return ctx.memo[key]
+
+
+def _pcas(ctx: Context, dims) -> dict:
+    from aelab.pca import PCA
+
+    return {d: PCA.load(ctx.inputs["pca"] / f"pca-d{d}.safetensors") for d in dims}
+
+
+# --------------------------------------------------------------------------- the stages
+def model_stage_name(m: ModelConfig) -> str:
+    if m.kind == "ae":
+        return f"ae-d{m.d}"
+    return f"vae-d{m.d}" if m.beta == 1.0 else f"bvae{m.beta:g}-d{m.d}"
+
+
+def data_stage(cfg: Config, hashes: dict[str, str]) -> Stage:
+    def run(ctx: Context) -> dict:
+        train, test = _splits(ctx, cfg)
+        first = test.subset(36)
+        file = "figures/first-36-test.png"
+        save_rows(ctx.out / file, [("X (original samples)", first.images)])
+        labels = " ".join(map(str, first.labels))
+        write_manifest(ctx.out, "data", [Figure(file, f"The first {len(first)} {cfg.data.name} test images, in rows "
+                                                      f"of 12 as in the lecture (labels {labels}).")])
+        return {"dataset": cfg.data.name, "source": test.source, "classes": list(test.classes),
+                **{split: {"n": len(d), "shape": list(d.shape), "dtype": str(d.images.dtype),
+                           "class_counts": d.class_counts().tolist(), "sha256": d.content_hash()}
+                   for split, d in (("train", train), ("test", test))}}
+
+    return Stage("data", run, {"data": to_dict(cfg.data), "sha256": hashes})
+
+
+def evaluator_stage(cfg: Config) -> Stage:
+    def run(ctx: Context) -> dict:
+        from aelab.evaluator import SHIPPED_DIR, judge_for
+        from aelab.experiments import load_full
+
+        judge = judge_for(*load_full(cfg.data), progress=ctx.progress)
+        if judge is None:
+            return {"dataset": cfg.data.name, "accuracy": None, "note": "no class labels: no class-kept scores"}
+        src = Path(judge.source)
+        shutil.copyfile(src, ctx.out / "evaluator.safetensors")
+        shutil.copyfile(src.with_suffix(".json"), ctx.out / "evaluator.json")
+        rec = read_json(src.with_suffix(".json"))
+        return {"dataset": cfg.data.name, "accuracy": judge.accuracy, "shipped": src.parent == SHIPPED_DIR,
+                "sha256": rec["sha256"], "recipe": rec.get("recipe", "")}
+
+    return Stage("evaluator", run, {"data": cfg.data.name, "data_dir": cfg.data.data_dir}, needs=("data",))
+
+
+def train_stage(cfg: Config, m: ModelConfig) -> Stage:
+    name = model_stage_name(m)
+
+    def run(ctx: Context) -> dict:
+        train, test = _splits(ctx, cfg)
+        if ctx.progress:
+            print(f"  training {model_label(m)} d = {m.d}: {cfg.train.epochs} epoch(s) on {len(train)} images")
+        _, history = train_model(m, cfg.train, cfg.data, train, test, ctx.out, resume=True, progress=ctx.progress)
+        for old in sorted((ctx.out / "checkpoints").glob("epoch-*.json"))[:-1]:  # keep the final checkpoint
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+            old.unlink()
+        return {"model": model_label(m), "d": m.d, "epochs": len(history), "history": history,
+                "train_seconds": sum(e["seconds"] for e in history), "test_mse": history[-1]["test_mse"]}
+
+    return Stage(name, run, {"model": to_dict(m), "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
+                 needs=("data",), resumable=True)
+
+
+def pca_stage(cfg: Config, dims: list[int]) -> Stage:
+    def run(ctx: Context) -> dict:
+        train, _ = _splits(ctx, cfg)
+        for d, pca in fit_pcas(dims, to_float(train.images)).items():
+            pca.save(ctx.out / f"pca-d{d}.safetensors")
+        return {"dims": dims}
+
+    return Stage("pca", run, {"dims": dims}, needs=("data",))
+
+
+def sweep_stage(cfg: Config) -> Stage:
+    dims = list(cfg.sweep.dims)
+    models = {d: model_stage_name(dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0)) for d in dims}
+
+    def run(ctx: Context) -> dict:
+        train, test = _splits(ctx, cfg)
+        judge = _judge(ctx)
+        aes = {d: _model(ctx, models[d], train.shape) for d in dims}
+        histories = {d: read_json(ctx.inputs[models[d]] / "metrics.json")["history"] for d in dims}
+        rows = sweep_rows(dims, aes, histories, _pcas(ctx, dims), test, judge)
+        write_table(ctx.out, "results", rows, SWEEP_COLUMNS, SWEEP_FORMAT)
+        x_show = to_float(test.images[: cfg.sweep.n_show])
+        pcas = _pcas(ctx, dims)
+        figures = [curve_figure(ctx.out, rows, judge is not None)]
+        for d in dims:
+            cnn, pca = (next(r for r in rows if r["d"] == d and r["model"] == m) for m in ("CNN", "PCA"))
+            figures.append(reconstruction_figure(ctx.out, d, aes[d], pcas[d], x_show, cnn, pca))
+        write_manifest(ctx.out, "sweep", figures)
+        return {"rows": rows, "classifier_accuracy": judge.accuracy if judge else None}
+
+    return Stage("sweep", run, {"sweep": to_dict(cfg.sweep)},
+                 needs=("data", "evaluator", "pca", *models.values()))
+
+
+def curve_figure(out: Path, rows: list[dict], kept: bool) -> Figure:
+    """MSE (and class kept) against d for the CNN and PCA."""
+    from aelab.figures import save_figure, subplots
+
+    fig, axes = subplots(1, 2 if kept else 1, figsize=(9 if kept else 4.5, 3.4), squeeze=False)
+    for model, style in (("CNN", "o-"), ("PCA", "s--")):
+        r = [x for x in rows if x["model"] == model]
+        axes[0, 0].plot([x["d"] for x in r], [x["mse"] for x in r], style, label=model)
+        if kept:
+            axes[0, 1].plot([x["d"] for x in r], [x["class_kept"] for x in r], style, label=model)
+    for ax, label in zip(axes[0], ("test MSE per pixel", "class kept"), strict=False):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("latent size d")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save_figure(fig, out / "figures/sweep-curves.png")
+    return Figure("figures/sweep-curves.png", "Test MSE per pixel" + (" and class kept" if kept else "")
+                  + " against d, CNN autoencoder vs PCA.")
+
+
+def latent_stage(cfg: Config) -> Stage:
+    lat = cfg.latent
+    aes = {d: model_stage_name(dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0)) for d in lat.dims}
+    vaes = {(beta, d): model_stage_name(dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta))
+            for beta, dims in lat.vae_models for d in dims if d in lat.dims}
+
+    def run(ctx: Context) -> dict:
+        train, test = _splits(ctx, cfg)
+        judge = _judge(ctx)
+        rows, figures = latent_study(lat, {d: _model(ctx, n, train.shape) for d, n in aes.items()},
+                                     {k: _model(ctx, n, train.shape) for k, n in vaes.items()},
+                                     _pcas(ctx, lat.dims), train, test, judge, ctx.out, progress=ctx.progress)
+        write_table(ctx.out, "latent", rows, LATENT_COLUMNS, LATENT_FORMAT)
+        write_manifest(ctx.out, "latent", figures)
+        return {"rows": rows, "classifier_accuracy": judge.accuracy if judge else None}
+
+    return Stage("latent", run, {"latent": to_dict(lat)},
+                 needs=("data", "evaluator", "pca", *aes.values(), *vaes.values()))
+
+
+def ops_stage(cfg: Config) -> Stage:
+    def run(ctx: Context) -> dict:
+        from aelab.ops import round_trip
+        from aelab.ops.artefacts import coverage_score, coverage_score_2d
+        from aelab.ops.plots import conv_frames, plot_coverage, plot_matrix, plot_upsamplers, save_frames
+
+        o, k, figures = ctx.out, cfg.ops.kernel, []
+        for s in (1, 2):
+            f = f"figures/matrix-7-k3-s{s}.png"
+            plot_matrix(7, 3, s, o / f)
+            figures.append(Figure(f, f"Kernel 3, stride {s}, input of length 7: the convolution matrix (inner "
+                                     f"products) and its transpose (a sum of translated kernels)."))
+        for s in (1, 2):
+            for transposed in (False, True):
+                stem = f"{'conv-transpose' if transposed else 'conv'}1d-s{s}"
+                _, gif = save_frames(conv_frames([1, 2, 0, -1, 3], [1, 2, -1], s, transposed), o / "frames", stem)
+                what = "Transposed convolution" if transposed else "Convolution"
+                figures.append(Figure(str(gif.relative_to(o)), f"{what} step by step, stride {s} "
+                                                               "(input 1 2 0 -1 3, kernel 1 2 -1)."))
+        scores: dict[str, Any] = {}
+        for s in cfg.ops.strides:
+            f = f"figures/coverage-k{k}-s{s}.png"
+            plot_coverage(k, s, o / f)
+            scores[f"coverage_k{k}_s{s}"] = {"1d": coverage_score(k, s), "2d": coverage_score_2d(k, s)}
+            figures.append(Figure(f, f"Taps per output pixel of a {k}x{k} transposed convolution with stride {s}: "
+                                     f"2-D checkerboard score {coverage_score_2d(k, s):.4f} (1-D "
+                                     f"{coverage_score(k, s):.4f}; 0 = even)."))
+            f = f"figures/upsamplers-x{s}-k{k}.png"
+            _, up = plot_upsamplers(o / f, s, k, cfg.ops.seed)
+            scores[f"upsamplers_x{s}"] = up
+            figures.append(Figure(f, f"A constant input upsampled x{s} with random {k}x{k} weights: "
+                                  + ", ".join(f"{m} {v:.2f}" for m, v in up.items()) + " (checkerboard score)."))
+        rule = [dataclasses.asdict(round_trip(w, 4, 2)) for w in range(8, 17)]
+        write_manifest(o, "ops", figures)
+        return {"scores": scores, "size_rule_k4_s2": rule}
+
+    return Stage("ops", run, {"ops": to_dict(cfg.ops)}, version=2)
+
+
+def model_table_stage(cfg: Config, shape: tuple[int, int, int]) -> Stage:
+    def run(ctx: Context) -> dict:
+        from aelab.experiments import build_model
+        from aelab.models.summary import layer_table
+
+        model = build_model(cfg.model, shape, cfg.train.seed)
+        rows = layer_table(model, shape)
+        return {"d": cfg.model.d, "kind": cfg.model.kind, "spec": ",".join(map(str, model.spec)),
+                "layers": [dataclasses.asdict(r) for r in rows], "params": sum(r.params for r in rows),
+                "macs": sum(r.macs for r in rows)}
+
+    return Stage("model", run, {"model": to_dict(cfg.model), "shape": list(shape)})
+
+
+def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int]) -> list[Stage]:
+    """Every stage of the lecture for ``cfg``, in an order where each stage's needs come first."""
+    ae_dims = sorted(set(cfg.sweep.dims) | set(cfg.latent.dims))
+    models = [dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0) for d in ae_dims]
+    models += [dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta)
+               for beta, dims in cfg.latent.vae_models for d in dims if d in cfg.latent.dims]
+    stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *(train_stage(cfg, m) for m in models),
+              pca_stage(cfg, ae_dims), sweep_stage(cfg), latent_stage(cfg), ops_stage(cfg),
+              model_table_stage(cfg, shape)]
+    return stages + [report_stage(cfg, [s.name for s in stages])]
+
+
+def report_stage(cfg: Config, needs: list[str]) -> Stage:
+    def run(ctx: Context) -> dict:
+        from aelab.report import build_report
+
+        return build_report(ctx.inputs, ctx.out, info=info)
+
+    info = {"config": to_dict(cfg), "config_toml": to_toml(cfg), "preset": cfg.preset, "commit": git_commit(),
+            "environment": {k: v for k, v in environment().items() if k != "torch_threads"}}
+    return Stage("report", run, info, needs=tuple(needs), version=1)
+
+
+def git_commit() -> str | None:
+    """The commit of the aelab source tree, with '+dirty' when it has uncommitted changes; None outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+# --------------------------------------------------------------------------- the command
+def prune(stages: list[Stage], targets) -> list[Stage]:
+    """Only the ``targets`` and what they need, in plan order."""
+    by_name = {s.name: s for s in stages}
+    unknown = [t for t in targets if t not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(by_name)}")
+    keep, todo = set(), list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += by_name[name].needs
+    return [s for s in stages if s.name in keep]
+
+
+def _planned(cfg: Config, targets=None) -> tuple[list[Stage], tuple, dict[str, str]]:
+    splits = load_splits(cfg.data)
+    hashes = {"train": splits[0].content_hash(), "test": splits[1].content_hash()}
+    stages = plan(cfg, hashes, splits[0].shape)
+    return (prune(stages, targets) if targets else stages), splits, hashes
+
+
+def plan_status(cfg: Config, out: str | Path, targets=None) -> list[tuple[str, str, Path]]:
+    """(stage, 'reuse' | 'compute' | 'resume', folder) for every planned stage, without running any."""
+    stages, _, _ = _planned(cfg, targets)
+    all_keys = keys(stages)
+    rows = []
+    for s in stages:
+        path = stage_dir(Path(out) / "stages", s.name, all_keys[s.name])
+        partial = path.with_name(path.name + ".partial")
+        status = "reuse" if is_complete(path) else ("resume" if s.resumable and partial.exists() else "compute")
+        rows.append((s.name, status, path))
+    return rows
+
+
+def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
+              targets=None) -> list[Result]:
+    """Run (or reuse) the stages of ``cfg`` (all, or only ``targets`` and their needs) under ``out/stages``;
+    with the report stage, copy the report to ``out/report``.  Writes out/config.toml, run.json, stages.json."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    stages, splits, hashes = _planned(cfg, targets)
+    atomic_write_text(out / "config.toml", to_toml(cfg))
+    results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={"splits": splits})
+    report = next((r for r in results if r.name == "report"), None)
+    if report is not None:
+        publish_report(report.path, out / "report")
+    record(out, config=to_dict(cfg), seed=cfg.train.seed,
+           data={f"{cfg.data.name}/{k}": v for k, v in hashes.items()})
+    atomic_write_json(out / "stages.json", {"seconds": time.perf_counter() - t0, "commit": git_commit(),
+                                            "stages": [{"name": r.name, "key": r.key, "status": r.status,
+                                                        "seconds": r.seconds, "path": str(r.path)} for r in results]})
+    return results
+
+
+def publish_report(src: Path, dest: Path) -> None:
+    """Copy a report folder into place in one rename (a reader never sees half a report)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def rebuild_report(run: str | Path) -> Path:
+    """Render ``run``'s report again from its stage folders (after a template change, say)."""
+    from aelab.report import build_report
+
+    run = Path(run)
+    try:
+        rec = json.loads((run / "stages.json").read_text())
+        paths = {s["name"]: Path(s["path"]) for s in rec["stages"]}
+        info = read_json(paths.pop("report") / "stage.json")["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{run} is not a complete aelab reproduce folder (no readable stages.json with a report "
+                          f"stage); run: aelab reproduce --out {run}") from None
+    tmp = run / ".report.build"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_report(paths, tmp, info=info)
+    publish_report(tmp, run / "report")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return run / "report" / "index.html"
+
+
+def summary_table(results: list[Result]) -> str:
+    lines = [f"{'stage':16s} {'status':9s} {'seconds':>8s}"]
+    for r in results:
+        lines.append(f"{r.name:16s} {r.status:9s} {r.seconds:8.1f}")
+    computed = [r for r in results if r.status == "computed"]
+    lines.append(f"{len(computed)} computed ({sum(r.seconds for r in computed):.1f} s), "
+                 f"{len(results) - len(computed)} reused")
+    return "\n".join(lines)

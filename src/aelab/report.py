@@ -1,0 +1,116 @@
+"""The report: one HTML page (plus its images) from the stages' manifests and metrics, and docs/results.md.
+
+``build_report(inputs, out)`` reads, for every stage it is given, ``manifest.json`` (section, figures with
+captions), ``metrics.json`` and ``stage.json``; it copies the figures next to ``index.html`` and renders the
+jinja2 templates in ``aelab/templates``.  It loads no data and trains nothing, so a report can be rebuilt
+from a run folder alone.  The page uses no script, font or image from outside its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from aelab.io import atomic_write_json, atomic_write_text
+
+SECTION_ORDER = ("data", "ops", "model", "sweep", "interpolation", "sampling", "training", "run")
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("aelab", "templates"), autoescape=jinja2.select_autoescape(
+        ["html", "j2"], default_for_string=False), undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["num"] = _num
+    return env
+
+
+def _num(v: Any, fmt: str = "{:.4f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, str):
+        return v
+    return fmt.format(v)
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect(inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Each stage's metrics and stage record; its figures copied to out/figures/<stage>/ (paths rewritten)."""
+    stages: dict[str, Any] = {}
+    for name, folder in inputs.items():
+        manifest = _read(folder / "manifest.json") or {"section": None, "figures": []}
+        figures = []
+        for fig in manifest["figures"]:
+            dest = Path("figures") / name / Path(fig["file"]).name
+            (out / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / fig["file"], out / dest)
+            figures.append({**fig, "file": dest.as_posix()})
+        stages[name] = {"metrics": _read(folder / "metrics.json") or {}, "stage": _read(folder / "stage.json") or {},
+                        "section": manifest["section"], "figures": figures}
+    return stages
+
+
+def facts(stages: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the prose quotes, computed from the results (so text and tables cannot disagree)."""
+    out: dict[str, Any] = {}
+    sweep = stages.get("sweep", {}).get("metrics", {}).get("rows", [])
+    if sweep:
+        dims = sorted({r["d"] for r in sweep})
+        by = {(r["d"], r["model"]): r for r in sweep}
+        out["dims"] = dims
+        out["cnn_wins_mse"] = [d for d in dims if by[d, "CNN"]["mse"] < by[d, "PCA"]["mse"]]
+        out["mse_ratio"] = {d: by[d, "PCA"]["mse"] / by[d, "CNN"]["mse"] for d in dims}
+        if all("class_kept" in r for r in sweep):
+            out["cnn_wins_kept"] = [d for d in dims if by[d, "CNN"]["class_kept"] > by[d, "PCA"]["class_kept"]]
+    latent = stages.get("latent", {}).get("metrics", {}).get("rows", [])
+    ae = [r for r in latent if r["model"] == "AE" and "fid" in r]
+    if ae:
+        best = {}
+        for d in sorted({r["d"] for r in ae}):
+            rows = [r for r in ae if r["d"] == d]
+            top = min(rows, key=lambda r: r["fid"])
+            diag = next((r for r in rows if r["density"] == "diag"), None)
+            best[d] = {"density": top["density"], "fid": top["fid"], "confident": top["confident"],
+                       "diag_fid": diag["fid"] if diag else None, "diag_confident": diag["confident"] if diag else None,
+                       "ratio": diag["fid"] / top["fid"] if diag else None}
+        out["best_density"] = best
+        entropies = [r["class_entropy"] for r in latent if "class_entropy" in r and r["model"] != "test images"]
+        out["entropy_range"] = (min(entropies), max(entropies)) if entropies else None
+    return out
+
+
+def build_report(inputs: dict[str, Path], out: str | Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Write out/index.html, out/metrics.json, out/results.md (+ figures); returns the metrics written."""
+    out = Path(out)
+    stages = collect(inputs, out)
+    derived = facts(stages)
+    metrics = {"info": info, "facts": derived, "stages": {n: s["metrics"] for n, s in stages.items()},
+               "seconds": {n: s["stage"].get("seconds") for n, s in stages.items()}}
+    atomic_write_json(out / "metrics.json", metrics)
+    env = _env()
+    context = {"stages": stages, "facts": derived, "info": info}
+    atomic_write_text(out / "index.html", env.get_template("report.html.j2").render(**context))
+    atomic_write_text(out / "results.md", env.get_template("results.md.j2").render(**context))
+    return metrics
+
+
+def export_results(run: str | Path, docs: str | Path) -> Path:
+    """Copy a run's results.md and its figures into ``docs`` (docs/results.md + docs/figures/report/...)."""
+    report, docs = Path(run) / "report", Path(docs)
+    if not (report / "results.md").exists():
+        from aelab.errors import ConfigError
+
+        raise ConfigError(f"{report} has no results.md; run aelab reproduce --out {run} first")
+    text = (report / "results.md").read_text().replace("](figures/", "](figures/report/")
+    dest = docs / "figures" / "report"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(report / "figures", dest)
+    atomic_write_text(docs / "results.md", text)
+    return docs / "results.md"

@@ -1,0 +1,124 @@
+"""Named, cached stages: a stage's output is stored under a key of what it read, so nothing stale is reused.
+
+    key = sha256(stage name + stage version + aelab version + the config slice it reads + the keys of the
+                 stages it needs)
+    out = <store>/<name>/<key[:16]>/                      (complete: holds stage.json)
+          <store>/<name>/<key[:16]>.partial/              (being computed; kept when interrupted)
+
+The data stage's config slice holds the data's content hashes, and every other stage needs it directly or
+through another stage, so a change of data, of a setting or of a stage's code changes exactly the keys that
+depend on it.  A stage writes into its ``.partial`` folder and the folder is renamed into place when the
+stage finishes (the commit); a stage marked ``resumable`` (training) finds its checkpoints there after an
+interruption and continues at its epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aelab import AelabError, __version__
+from aelab.io import atomic_write_json
+
+
+@dataclass
+class Context:
+    """What a running stage gets: its output folder, the folders of the stages it needs, shared memory."""
+
+    out: Path
+    inputs: dict[str, Path]
+    progress: bool = True
+    memo: dict[str, Any] = field(default_factory=dict)  # loaded data and models shared within one process
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Context], dict]     # writes into ctx.out; returns the stage's metrics (JSON-able)
+    config: dict[str, Any]             # the slice of the configuration the stage reads
+    needs: tuple[str, ...] = ()
+    version: int = 1                   # bump when the stage's code changes what it writes
+    resumable: bool = False            # keep the partial folder after an interruption (training)
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    key: str
+    path: Path
+    status: str                        # "computed" or "reused"
+    seconds: float
+
+
+def stage_key(stage: Stage, need_keys: dict[str, str]) -> str:
+    blob = json.dumps({"name": stage.name, "version": stage.version, "aelab": __version__, "config": stage.config,
+                       "needs": {n: need_keys[n] for n in stage.needs}}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def keys(stages: list[Stage]) -> dict[str, str]:
+    """The key of every stage, in order (a stage's needs must come before it)."""
+    out: dict[str, str] = {}
+    for s in stages:
+        missing = [n for n in s.needs if n not in out]
+        if missing:
+            raise AelabError(f"stage {s.name} needs {', '.join(missing)}, which is not planned before it")
+        if s.name in out:
+            raise AelabError(f"stage {s.name} is planned twice")
+        out[s.name] = stage_key(s, out)
+    return out
+
+
+def stage_dir(store: Path, name: str, key: str) -> Path:
+    return store / name / key[:16]
+
+
+def is_complete(path: Path) -> bool:
+    return (path / "stage.json").exists()
+
+
+def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
+               echo: Callable[[str], None] = print, memo: dict[str, Any] | None = None) -> list[Result]:
+    """Run every stage whose output is not complete in ``store``, reuse the rest; returns one Result each."""
+    store = Path(store)
+    all_keys = keys(stages)
+    paths = {s.name: stage_dir(store, s.name, all_keys[s.name]) for s in stages}
+    memo = {} if memo is None else memo
+    results = []
+    for i, s in enumerate(stages, 1):
+        final = paths[s.name]
+        if is_complete(final):
+            seconds = json.loads((final / "stage.json").read_text()).get("seconds", 0.0)
+            echo(f"[{i}/{len(stages)}] {s.name}: reused ({final})")
+            results.append(Result(s.name, all_keys[s.name], final, "reused", seconds))
+            continue
+        partial = final.with_name(final.name + ".partial")
+        if partial.exists() and not s.resumable:
+            shutil.rmtree(partial)
+        resumed = partial.exists()
+        partial.mkdir(parents=True, exist_ok=True)
+        echo(f"[{i}/{len(stages)}] {s.name}: {'resuming' if resumed else 'computing'} -> {final}")
+        t0 = time.perf_counter()
+        metrics = s.run(Context(partial, {n: paths[n] for n in s.needs}, progress, memo))
+        seconds = time.perf_counter() - t0
+        atomic_write_json(partial / "metrics.json", metrics)
+        atomic_write_json(partial / "stage.json", {"name": s.name, "key": all_keys[s.name], "config": s.config,
+                                                   "needs": {n: all_keys[n] for n in s.needs},
+                                                   "version": s.version, "seconds": seconds})
+        if final.exists():  # an incomplete leftover without stage.json: replace it
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        echo(f"[{i}/{len(stages)}] {s.name}: done in {seconds:.1f} s")
+        results.append(Result(s.name, all_keys[s.name], final, "computed", seconds))
+    return results
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

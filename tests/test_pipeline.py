@@ -1,0 +1,127 @@
+"""`aelab reproduce` as cached stages: a rerun reuses everything, a changed setting recomputes exactly what
+depends on it, an interrupted training stage resumes at its epoch with the same weights, and the report
+has every section, checked in a real browser (Debian's chromium driven by Playwright)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from aelab.cli import main
+from aelab.config import resolve
+from aelab.pipeline import plan_status, reproduce
+
+pytestmark = pytest.mark.xdist_group("pipeline")
+
+TINY = ["data.name=synthetic", "sweep.dims=2,4", "latent.dims=4", "latent.vaes=1@4", "latent.n_samples=100",
+        "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12"]
+
+
+def tiny(*more: str):
+    return resolve("quick", sets=[*TINY, *more])
+
+
+def statuses(results) -> dict[str, str]:
+    return {r.name: r.status for r in results}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    results = reproduce(tiny(), out, progress=False, echo=lambda s: None)
+    assert set(statuses(results).values()) == {"computed"}
+    return out
+
+
+def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_dependants(run):
+    assert set(statuses(reproduce(tiny(), run, progress=False, echo=lambda s: None)).values()) == {"reused"}
+    changed = statuses(reproduce(tiny("train.epochs=2"), run, progress=False, echo=lambda s: None))
+    recomputed = {n for n, s in changed.items() if s == "computed"}
+    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report"}
+    # a latent-study setting touches neither the models nor the sweep
+    changed = statuses(reproduce(tiny("latent.n_samples=50"), run, progress=False, echo=lambda s: None))
+    assert {n for n, s in changed.items() if s == "computed"} == {"latent", "report"}
+    # the original settings are still complete in the store: nothing to compute
+    assert {s for _, s, _ in plan_status(tiny(), run)} == {"reuse"}
+
+
+def test_report_has_every_section_with_figures_and_numbers(run):
+    html = (run / "report" / "index.html").read_text()
+    for section in ("data", "ops", "model", "sweep", "interpolation", "sampling", "training", "run"):
+        assert f'id="{section}"' in html
+    metrics = json.loads((run / "report" / "metrics.json").read_text())
+    rows = metrics["stages"]["sweep"]["rows"]
+    assert [(r["d"], r["model"]) for r in rows] == [(2, "CNN"), (2, "PCA"), (4, "CNN"), (4, "PCA")]
+    assert all(0 <= r["class_kept"] <= 1 for r in rows)
+    for r in rows:  # every number in the table is on the page
+        assert f"{r['mse']:.4f}" in html
+    assert metrics["info"]["config"]["data"]["name"] == "synthetic"
+    assert metrics["stages"]["ops"]["scores"]["coverage_k4_s3"]["2d"] == pytest.approx(27 / 16)
+    figures = list((run / "report" / "figures").rglob("*.png"))
+    assert len(figures) >= 12 and all(f.stat().st_size > 1000 for f in figures)
+    md = (run / "report" / "results.md").read_text()
+    assert "aelab reproduce --preset quick" in md and "| 4 | CNN |" in md
+
+
+def test_report_renders_in_chromium(run, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="make setup installs playwright")
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: run `make setup` (apt-get install chromium)"
+    errors, requests = [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((run / "report" / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert len(images) >= 15 and [src for src, width in images if width == 0] == []
+    assert errors == []
+    assert all(u.startswith("file://") for u in requests), [u for u in requests if not u.startswith("file://")]
+    assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_interrupted_training_stage_resumes_at_its_epoch_with_identical_weights(tmp_path, monkeypatch):
+    import aelab.train as train_mod
+
+    cfg = resolve("quick", sets=[*TINY, "train.epochs=3"])
+    straight = reproduce(cfg, tmp_path / "a", progress=False, echo=lambda s: None, targets=("ae-d2",))
+    real_save, calls = train_mod.save_checkpoint, []
+
+    def crash_after_two(*args, **kw):
+        calls.append(args[1])
+        out = real_save(*args, **kw)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process dies right after epoch 2's checkpoint
+        return out
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(cfg, tmp_path / "b", progress=False, echo=lambda s: None, targets=("ae-d2",))
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    lines = []
+    resumed = reproduce(cfg, tmp_path / "b", progress=False, echo=lines.append, targets=("ae-d2",))
+    assert any("ae-d2: resuming" in line for line in lines)
+    history = json.loads((resumed[-1].path / "metrics.json").read_text())["history"]
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    weights = [load_file(str(next((r[-1].path / "checkpoints").glob("*.safetensors")))) for r in (straight, resumed)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+
+
+def test_reproduce_cli_prints_the_stage_table_and_the_report_path(tmp_path, capsys):
+    args = ["reproduce", "--out", str(tmp_path / "r"), "--quiet", *sum((["--set", s] for s in TINY), [])]
+    assert main([*args, "--dry-run"]) == 0
+    assert "data.name" not in capsys.readouterr().err
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "computed" in out and "report/index.html" in out and (tmp_path / "r" / "report" / "index.html").exists()
+    assert main(["report", str(tmp_path / "r")]) == 0
+    assert main(["docs", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "docs")]) == 0
+    assert "](figures/report/" in (tmp_path / "docs" / "results.md").read_text()
