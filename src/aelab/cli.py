@@ -216,14 +216,19 @@ def model_summary(cfg, image_size: Annotated[int, typer.Option("--image-size")] 
 
 @app.command("train")
 @with_config("data", "train", "model")
-def train_cmd(cfg, out: Out, resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest "
-                                                                                     "checkpoint in --out.")] = False,
+def train_cmd(cfg, out: Out,
+              resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest intact checkpoint "
+                                                                    "in --out.")] = False,
+              allow_change: Annotated[str, typer.Option("--allow-change", help="With --resume: train settings that "
+                                                        "may differ from the checkpoint's and then apply, e.g. "
+                                                        "train.lr,train.batch_size (epochs may always grow).")] = "",
               quiet: Quiet = False) -> None:
     """Train one model with Adam, checkpointing each epoch: the lecture's autoencoder with its loss
     0.5*sum((x_hat - x)^2)/N, or a VAE / beta-VAE (negative ELBO) on the same architecture."""
     from aelab.experiments import train_and_score
 
-    m = train_and_score(cfg, out, resume=resume, progress=not quiet)
+    allowed = tuple(filter(None, (a.strip() for a in allow_change.split(","))))
+    m = train_and_score(cfg, out, resume=resume, progress=not quiet, allow_change=allowed)
     kept = (f"  class kept {m['class_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})"
             if "class_kept" in m else "")
     typer.echo(f"test: mse {m['mse']:.5f}  loss {m['loss']:.3f}  psnr {m['psnr']:.2f} dB{kept}")

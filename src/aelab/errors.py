@@ -9,3 +9,10 @@ class DataError(AelabError):
 
 class ConfigError(AelabError):
     """A configuration or argument is invalid (unknown key, impossible shape, bad value)."""
+
+
+def warn(message: str) -> None:
+    """Tell the user something they must know but that does not stop the run (one line on stderr)."""
+    import sys
+
+    print(f"aelab: warning: {message}", file=sys.stderr, flush=True)

@@ -70,11 +70,12 @@ def model_label(cfg: ModelConfig) -> str:
 
 
 def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, train: Dataset,
-                test: Dataset, run_dir: str | Path, *, resume: bool = True,
-                progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
+                test: Dataset, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
+                allow_change=()) -> tuple[torch.nn.Module, list[dict]]:
     """Train one model into ``run_dir`` (run.json, a checkpoint per epoch); returns (model, per-epoch history).
 
-    resume: continue from the newest checkpoint in ``run_dir`` (an interrupted run continues at its epoch).
+    resume: continue from the newest checkpoint in ``run_dir`` (an interrupted run continues at its epoch);
+    allow_change: train fields a resume may change (see ``aelab.train.check_resume``).
     """
     run_dir = Path(run_dir)
     model = build_model(model_cfg, train.shape, train_cfg.seed)
@@ -84,7 +85,7 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     if not (resume and (run_dir / "run.json").exists()):  # a resumed run keeps the record of how it began
         record(run_dir, config=config, seed=train_cfg.seed, data=hashes)
     history = fit(model, to_float(train.images), to_float(test.images), train_cfg, run_dir, resume=resume,
-                  progress=progress, record={"config": config, "data": hashes})
+                  progress=progress, record={"config": config, "data": hashes}, allow_change=allow_change)
     return model.cpu().eval(), history.epochs
 
 
@@ -263,20 +264,27 @@ def latent_study(cfg: LatentConfig, aes: dict[int, Codec], vaes: dict[tuple[floa
 
 
 # --------------------------------------------------------------------------- one-off jobs of the CLI
-def train_and_score(cfg, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+def train_and_score(cfg, out: str | Path, *, resume: bool = False, progress: bool = True, allow_change=()) -> dict:
     """`aelab train`: train ``cfg.model`` with ``cfg.train`` on ``cfg.data`` into ``out``, score it on the test
-    set (with the dataset's fixed classifier when it has labels) and write out/metrics.json."""
+    set (with the dataset's fixed classifier when it has labels) and write out/metrics.json.
+
+    One writer per folder: a second run on the same ``out`` is refused while this one holds its lock."""
     from aelab.evaluator import judge_for
+    from aelab.runs import RunLock
 
     out = Path(out)
-    if not resume and latest_checkpoint(out) is not None:
-        raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
     train, test = load_splits(cfg.data)
-    model, history = train_model(cfg.model, cfg.train, cfg.data, train, test, out, resume=resume, progress=progress)
-    judge = judge_for(*load_full(cfg.data), progress=progress)
-    metrics = {**scores(model, test, judge), "epochs": len(history),
-               "train_seconds": sum(e["seconds"] for e in history), "history": history}
-    atomic_write_json(out / "metrics.json", metrics)
+    with RunLock(out):
+        if not resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+            raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+        model, history = train_model(cfg.model, cfg.train, cfg.data, train, test, out, resume=resume,
+                                     progress=progress, allow_change=allow_change)
+        judge = judge_for(*load_full(cfg.data), progress=progress)
+        metrics = {**scores(model, test, judge), "epochs": len(history),
+                   "train_seconds": sum(e["seconds"] for e in history), "history": history}
+        atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 

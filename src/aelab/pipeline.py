@@ -342,11 +342,19 @@ def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Call
               targets=None) -> list[Result]:
     """Run (or reuse) the stages of ``cfg`` (all, or only ``targets`` and their needs) under ``out/stages``;
     with the report stage, copy the report to ``out/report``.  Writes out/config.toml, run.json, stages.json."""
+    from aelab.runs import RunLock
+
     out = Path(out)
     t0 = time.perf_counter()
     stages, splits, hashes = _planned(cfg, targets)
-    atomic_write_text(out / "config.toml", to_toml(cfg))
-    results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={"splits": splits})
+    with RunLock(out):
+        atomic_write_text(out / "config.toml", to_toml(cfg))
+        results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={"splits": splits})
+        _finish(cfg, out, results, hashes, t0)
+    return results
+
+
+def _finish(cfg: Config, out: Path, results: list[Result], hashes: dict[str, str], t0: float) -> None:
     report = next((r for r in results if r.name == "report"), None)
     if report is not None:
         publish_report(report.path, out / "report")
@@ -355,7 +363,6 @@ def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Call
     atomic_write_json(out / "stages.json", {"seconds": time.perf_counter() - t0, "commit": git_commit(),
                                             "stages": [{"name": r.name, "key": r.key, "status": r.status,
                                                         "seconds": r.seconds, "path": str(r.path)} for r in results]})
-    return results
 
 
 def publish_report(src: Path, dest: Path) -> None:

@@ -54,3 +54,59 @@ def record(run_dir: str | Path, *, config: dict[str, Any], seed: int | None, dat
         "environment": environment(),
     })
     return path
+
+
+class RunLock:
+    """One writer per run folder: ``with RunLock(folder): ...`` holds an exclusive lock on folder/.aelab.lock.
+
+    The lock is the kernel's (flock), so it dies with its process: a lock file left by a killed run is simply
+    taken over (and said so).  A second live writer is refused at once, naming the running one.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / ".aelab.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import json
+
+        from aelab.errors import ConfigError, warn
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"cannot create run folder {self.path.parent} ({e.strerror}); choose a writable "
+                              "--out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise ConfigError(f"run folder {self.path.parent} is in use by another aelab run ({holder}); wait for "
+                              "it to finish or choose another --out") from None
+        previous = _read_holder(fd)
+        if previous != "unknown":
+            warn(f"taking over the lock of a run that is no longer running ({previous})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
+                                  "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # an empty lock file: released cleanly
+            os.close(self._fd)         # closing releases the flock
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    import json
+
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        return f"pid {info['pid']} on {info['host']} since {info['since']}: {info['command']}"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "unknown"

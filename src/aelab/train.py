@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from aelab import AelabError
 from aelab.config import TrainConfig
+from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
 from aelab.metrics import reconstruction_scores
 from aelab.runs import environment
@@ -105,23 +106,58 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer: torc
     return meta
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The JSON record of the newest complete checkpoint (record present and weights hash matching)."""
-    for meta in sorted((run_dir / "checkpoints").glob("epoch-*.json"), reverse=True):
+def _check_checkpoint(meta: Path) -> tuple[dict[str, Any] | None, str]:
+    """(record, "") for an intact checkpoint, (None, why) for a damaged one."""
+    try:
         rec = json.loads(meta.read_text())
         weights = meta.with_name(rec["weights"])
-        if weights.exists() and sha256_file(weights) == rec["sha256"]:
+        expected = rec["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"its record is unreadable ({type(e).__name__})"
+    if not weights.exists():
+        return None, f"{weights.name} is missing"
+    if sha256_file(weights) != expected:
+        return None, f"{weights.name} does not match the sha256 in its record"
+    return rec, ""
+
+
+def latest_checkpoint(run_dir: Path, *, report: bool = False) -> Path | None:
+    """The JSON record of the newest intact checkpoint (record readable and weights hash matching).
+
+    report: say on stderr which newer checkpoints are damaged and skipped, and which one is used instead,
+    so a run never falls back over finished epochs without a word.
+    """
+    damaged = []
+    for meta in sorted(Path(run_dir, "checkpoints").glob("epoch-*.json"), reverse=True):
+        rec, why = _check_checkpoint(meta)
+        if rec is not None:
+            if report and damaged:
+                warn(f"skipping damaged checkpoint(s) {'; '.join(damaged)}; continuing from {meta} "
+                     f"(epoch {rec.get('epoch')})")
             return meta
+        damaged.append(f"{meta}: {why}")
+    if report and damaged:
+        warn(f"no intact checkpoint in {run_dir} ({'; '.join(damaged)}); training starts again from epoch 0")
     return None
 
 
+def _load_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, say) is refused, never executed."""
+    try:
+        return load_file(str(weights))
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError or ValueError
+        raise AelabError(f"checkpoint {weights} is not a readable safetensors file ({type(e).__name__}); aelab "
+                         "never loads pickles: use a checkpoint written by aelab, or delete it") from None
+
+
 def load_checkpoint(meta: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
-    rec = json.loads(Path(meta).read_text())
-    weights = Path(meta).with_name(rec["weights"])
-    if sha256_file(weights) != rec["sha256"]:
-        raise AelabError(f"checkpoint {weights} does not match the sha256 in {meta}: it is damaged; "
-                         "delete both files to fall back to the previous epoch")
-    tensors = load_file(str(weights))
+    meta = Path(meta)
+    rec, why = _check_checkpoint(meta)
+    if rec is None:
+        raise AelabError(f"checkpoint {meta} is damaged: {why}; delete it (and its .safetensors) to fall back "
+                         "to the previous epoch")
+    weights = meta.with_name(rec["weights"])
+    tensors = _load_tensors(weights)
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
@@ -134,7 +170,11 @@ def load_checkpoint(meta: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             if k.startswith("optim."):
                 _, pid, key = k.split(".", 2)
                 state.setdefault(int(pid), {})[key] = v
-        optimizer.load_state_dict({"state": state, "param_groups": rec["optimizer"]["param_groups"]})
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": rec["optimizer"]["param_groups"]})
+        except (KeyError, ValueError, TypeError) as e:
+            raise AelabError(f"checkpoint {meta} has no usable optimizer state ({type(e).__name__}); it was not "
+                             "written by aelab train: delete it or train into another --out") from None
     return rec
 
 
@@ -143,6 +183,45 @@ def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
     path = Path(path)
     load_checkpoint(path if path.suffix == ".json" else path.with_suffix(".json"), model)
     return model
+
+
+# Settings a resume may change without changing what the finished epochs mean.
+ALWAYS_RESUMABLE = ("epochs", "eval_batch_size")
+
+
+def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], allow_change=()) -> list[str]:
+    """The settings of ``cfg`` / ``record`` that differ from checkpoint ``rec``; refuses those not allowed.
+
+    allow_change: train fields (``lr``, ``batch_size``, ``seed``, ...) the user explicitly lets change.
+    Model and data must match: resuming them into another architecture or dataset is another experiment.
+    """
+    old, new = rec.get("train_config", {}), asdict(cfg)
+    changed = [k for k in new if k in old and old[k] != new[k] and k not in ALWAYS_RESUMABLE]
+    allowed = {a.removeprefix("train.") for a in allow_change}
+    refused = [k for k in changed if k not in allowed]
+    before = {k: (rec.get("config") or {}).get(k) for k in ("model", "data", "effective_spec")}
+    now = {k: (record.get("config") or {}).get(k) for k in ("model", "data", "effective_spec")}
+    differs = [k for k in before if before[k] is not None and now[k] is not None and before[k] != now[k]]
+    if rec.get("data") and record.get("data") and rec["data"] != record["data"]:
+        differs.append("data content (sha256)")
+    if differs:
+        raise ConfigError(f"the checkpoints in this run folder were made with another {', '.join(differs)}; "
+                          "resume with the same --d/--spec/--model/--dataset/--n-train, or train into another --out")
+    if refused:
+        diffs = ", ".join(f"train.{k} {old[k]!r} -> {new[k]!r}" for k in refused)
+        raise ConfigError(f"resuming with settings that differ from the checkpoint: {diffs}; pass "
+                          f"--allow-change {','.join('train.' + k for k in refused)} to apply them, or train into "
+                          "another --out")
+    if cfg.epochs < rec.get("epoch", 0):
+        raise ConfigError(f"the run already has {rec['epoch']} epochs, more than train.epochs = {cfg.epochs}; "
+                          f"ask for more (--epochs {rec['epoch'] + 1}) or train into another --out")
+    return changed
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of everything random inside one epoch (a VAE's sampling noise, dropout): a function of
+    (seed, epoch) only, so a run resumed at an epoch boundary continues bit for bit."""
+    return seed * 1_000_003 + epoch * 7919 + 1
 
 
 # --------------------------------------------------------------------------- the loop
@@ -155,13 +234,15 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
 
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: TrainConfig,
         run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-        record: dict[str, Any] | None = None) -> History:
+        record: dict[str, Any] | None = None, allow_change=()) -> History:
     """Train ``model`` (encode/decode) on train_x: (N, C, H, W) in [0, 1]; evaluate on test_x each epoch.
 
     run_dir: where checkpoints go (none are written when None).  resume: continue from the newest
     complete checkpoint in run_dir.  record: extra JSON-able facts stored in every checkpoint
-    (config, data hashes).  The model must be built under ``torch.manual_seed(cfg.seed)`` by the caller
-    for runs to be reproducible; ``fit`` seeds the data order itself.
+    (config, data hashes); a resume whose settings differ from the checkpoint's is refused unless the
+    differing train fields are in ``allow_change`` (then the new values apply, e.g. a new learning rate).
+    The caller seeds the initial weights; ``fit`` seeds the data order and, per epoch, the RNG of everything
+    random inside the epoch (with ``torch.random.fork_rng``: the caller's global RNG is left untouched).
     """
     device = resolve_device(cfg.device)
     fmt = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
@@ -173,35 +254,27 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     if resume:
         if run_dir is None:
             raise AelabError("resume needs a run folder")
-        meta = latest_checkpoint(run_dir)
+        meta = latest_checkpoint(run_dir, report=True)
         if meta is not None:
+            check_resume(json.loads(meta.read_text()), cfg, record or {}, allow_change)  # before loading
             rec = load_checkpoint(meta, model, optimizer)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr  # equal to the checkpoint's unless a new lr was allowed
             model.to(memory_format=fmt)
             history.epochs = rec["history"]
             start = rec["epoch"]
     record = {"train_config": asdict(cfg), **(record or {}), "environment": environment()}
+    devices = [device.index or 0] if device.type == "cuda" else []
 
     model.train()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         order = epoch_order(len(train_x), cfg.seed, epoch, cfg.shuffle)
-        running, seen = 0.0, 0
         bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, unit="batch")
-        for step, idx in enumerate(bar):
-            x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
-            loss = training_loss(model, x)
-            value = loss.item()
-            if not math.isfinite(value):
-                last = latest_checkpoint(run_dir) if run_dir else None
-                raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step}; "
-                                       f"last good checkpoint: {last or 'none'}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += value * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{running / seen:.3f}")
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(epoch_seed(cfg.seed, epoch))
+            running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir)
         test = evaluate_loss(model, test_x, cfg.eval_batch_size, fmt)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
@@ -213,3 +286,23 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir) -> tuple[float, int]:
+    """One pass over ``batches`` (index tensors); returns (sum of loss x batch size, samples seen)."""
+    running, seen = 0.0, 0
+    for step, idx in enumerate(batches):
+        x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        loss = training_loss(model, x)
+        value = loss.item()
+        if not math.isfinite(value):
+            last = latest_checkpoint(run_dir) if run_dir else None
+            raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step}; "
+                                   f"last good checkpoint: {last or 'none'}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += value * len(idx)
+        seen += len(idx)
+        batches.set_postfix(loss=f"{running / seen:.3f}")
+    return running, seen
