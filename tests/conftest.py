@@ -1,5 +1,6 @@
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+class NetworkUsed(AssertionError):
+    """A test tried to reach a host other than this machine."""
+
+
+def _loopback(address) -> bool:
+    if isinstance(address, str | bytes):  # AF_UNIX path
+        return True
+    host = address[0]
+    return host in ("localhost", "::1") or str(host).startswith("127.")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """The suite is hermetic: any socket connection to a non-loopback address fails the test that made it."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(method):
+        def connect(self, address):
+            if not _loopback(address):
+                raise NetworkUsed(f"test tried to connect to {address!r}: the suite must not use the network")
+            return method(self, address)
+        return connect
+
+    socket.socket.connect, socket.socket.connect_ex = guard(real_connect), guard(real_connect_ex)
+    yield
+    socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex
 
 
 USER_CACHE = Path(os.environ.get("AELAB_CACHE") or Path.home() / ".cache" / "aelab")

