@@ -33,3 +33,21 @@ def test_pca_error_falls_with_d(mnist_test):
     x = to_float(mnist_test.images[:2000])
     errs = [float((PCA(d).fit(x).decode(PCA(d).fit(x).encode(x)) - x).pow(2).mean()) for d in (2, 8, 32)]
     assert errs[0] > errs[1] > errs[2]
+
+
+def test_pca_training_mse_is_the_sum_of_the_discarded_eigenvalues_and_survives_save_load(mnist_test, tmp_path):
+    """Closed form: on its own training data, PCA's mean squared error per pixel is the sum of the covariance's
+    discarded eigenvalues (population covariance) divided by the number of pixels; a saved and reloaded
+    codec gives exactly the same reconstructions."""
+    from aelab.metrics import reconstruction_scores
+
+    x = to_float(mnist_test.images[:2000])
+    flat = x.reshape(len(x), -1).double().numpy()
+    evals = np.sort(np.linalg.eigvalsh(np.cov(flat, rowvar=False, bias=True)))[::-1]
+    for d in (2, 8, 32):
+        pca = PCA(d).fit(x)
+        expected = evals[d:].sum() / flat.shape[1]
+        assert abs(reconstruction_scores(pca, x)["mse"] - expected) < 2e-6
+        pca.save(tmp_path / f"pca{d}.safetensors")
+        again = PCA.load(tmp_path / f"pca{d}.safetensors")
+        assert torch.equal(again.decode(again.encode(x[:50])), pca.decode(pca.encode(x[:50])))

@@ -55,6 +55,8 @@ def test_report_has_every_section_with_figures_and_numbers(run):
     rows = metrics["stages"]["sweep"]["rows"]
     assert [(r["d"], r["model"]) for r in rows] == [(2, "CNN"), (2, "PCA"), (4, "CNN"), (4, "PCA")]
     assert all(0 <= r["class_kept"] <= 1 for r in rows)
+    pca = {r["d"]: r["mse"] for r in rows if r["model"] == "PCA"}
+    assert pca[4] < pca[2]  # more components never reconstruct worse
     for r in rows:  # every number in the table is on the page
         assert f"{r['mse']:.4f}" in html
     assert metrics["info"]["config"]["data"]["name"] == "synthetic"

@@ -78,8 +78,9 @@ def scores(codec: Codec, test: Dataset, judge=None) -> dict[str, float]:
     """Reconstruction scores of ``codec`` on ``test``; with a judge (``aelab.evaluator.Judge``) also the share
     of reconstructions whose class it keeps (``class_kept``; the lecture's "digit kept" on MNIST)."""
     x = to_float(test.images)
-    out = reconstruction_scores(codec, x)
+    x_hat = reconstruct(codec, x)  # once, for both the errors and the classifier
+    out = scores_from_sse((x_hat - x).pow(2).flatten(1).sum(1).double(), x[0].numel())
     if judge is not None:
-        out["class_kept"] = judge.class_kept(reconstruct(codec, x), test.labels)
+        out["class_kept"] = judge.class_kept(x_hat, test.labels)
         out["classifier_accuracy"] = judge.accuracy
     return out

@@ -50,7 +50,7 @@ class PCA:
         """The fitted mean and components as safetensors (float64), atomically."""
         from safetensors.numpy import save_file
 
-        arrays = {"mean": self.mean_, "components": self.components_,
+        arrays = {"mean": np.ascontiguousarray(self.mean_), "components": np.ascontiguousarray(self.components_),
                   "image_shape": np.asarray(self.image_shape_, np.int64)}
         atomic_save(path, lambda tmp: save_file(arrays, str(tmp)))
 

@@ -145,7 +145,7 @@ def pca_stage(cfg: Config, dims: list[int]) -> Stage:
             pca.save(ctx.out / f"pca-d{d}.safetensors")
         return {"dims": dims}
 
-    return Stage("pca", run, {"dims": dims}, needs=("data",))
+    return Stage("pca", run, {"dims": dims}, needs=("data",), version=2)  # 2: contiguous arrays saved
 
 
 def sweep_stage(cfg: Config) -> Stage:
