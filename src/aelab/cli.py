@@ -427,12 +427,33 @@ def ops_frames(out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder f
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``aelab`` script; returns the exit status."""
+    """Entry point of the ``aelab`` script; returns the exit status.
+
+    A user's mistake (an AelabError, a usage error, a path that cannot be read or written) is one line on
+    stderr and status 2, never a traceback; an interrupted run says how to continue it.
+    """
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="aelab")
-    except SystemExit as e:  # typer's own exit: usage errors (2), --help (0)
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        rv = app(args=argv if argv is not None else sys.argv[1:], prog_name="aelab", standalone_mode=False)
     except AelabError as e:
-        typer.echo(f"aelab: error: {e}", err=True)
-        return 2
-    return 0
+        return _fail(str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}; check the path and its permissions")
+    except KeyboardInterrupt:
+        typer.echo("aelab: interrupted; finished epochs and stages are kept: run the same command to continue",
+                   err=True)
+        return 130
+    except Exception as e:  # typer's usage errors: bad option values, missing options, --help with no args
+        code, message = getattr(e, "exit_code", None), getattr(e, "format_message", None)
+        if code is None or message is None:
+            raise  # a bug in aelab: keep the traceback
+        if type(e).__name__ == "NoArgsIsHelpError":
+            typer.echo(message())
+            return 0
+        return _fail(" ".join(message().split()), code)
+    return rv if isinstance(rv, int) else 0
+
+
+def _fail(message: str, code: int = 2) -> int:
+    typer.echo(f"aelab: error: {message}", err=True)
+    return code

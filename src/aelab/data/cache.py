@@ -57,7 +57,7 @@ def load_arrays(key: str) -> tuple[dict[str, np.ndarray], dict] | None:
     try:
         meta = json.loads(rec.read_text())
         expected = meta["sha256"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"cache record {rec} is unreadable ({e}); delete {rec} and {npz} to rebuild it") from None
     if not npz.exists() or sha256_file(npz) != expected:
         raise DataError(f"cache file {npz} is missing or damaged (sha256 differs from {rec.name}); "
