@@ -38,8 +38,10 @@ def _same(a, b) -> bool:
 # or mid-checkpoint-write (half of the weights file written, before the atomic rename).
 KILLER = textwrap.dedent("""
     import os, signal, sys
+    import torch
     import aelab.train as t
     where, epoch = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(int(sys.argv[3]))  # the parent's: float sums depend on the thread count
     if where == "step":
         real_loss, state = t.training_loss, {"calls": 0}
         def loss(model, x):
@@ -59,7 +61,7 @@ KILLER = textwrap.dedent("""
             return real_save(tensors, path)
         t.save_file = save
     from aelab.cli import main
-    sys.exit(main(sys.argv[3:]))
+    sys.exit(main(sys.argv[4:]))
 """)
 
 
@@ -69,7 +71,8 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, kind, where, 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(_train_args(straight, kind)) == 0
     env = {**os.environ, "AELAB_CACHE": str(private_cache)}
-    child = subprocess.run([sys.executable, "-c", KILLER, where, "2", *_train_args(killed, kind)], env=env,
+    child = subprocess.run([sys.executable, "-c", KILLER, where, "2", str(torch.get_num_threads()),
+                            *_train_args(killed, kind)], env=env,
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr
     finished = sorted(p.name for p in (killed / "checkpoints").glob("epoch-*.json"))
