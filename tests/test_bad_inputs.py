@@ -102,6 +102,13 @@ def world(tmp_path_factory, private_cache):
     for i in range(3):
         (w / "img-text" / f"{i}.png").write_text("this is not a png")
     (w / "img-empty").mkdir()
+    # aelab caches: a damaged file whose checksum record was made to match it, an unreadable record
+    for name, npz, rec in (("cache-damaged", b"PK\x03\x04 not really a zip", None),
+                           ("cache-badrecord", b"whatever", "{\"sha256\": ")):
+        (w / name).mkdir()
+        (w / name / "mnist-v1.npz").write_bytes(npz)
+        (w / name / "mnist-v1.json").write_text(rec or json.dumps({"sha256": hashlib.sha256(npz).hexdigest(),
+                                                                   "file": "mnist-v1.npz", "origin": "x"}))
     # config files
     (w / "bad.toml").write_text("[train\nepochs = 2\n")
     (w / "unknown.toml").write_text("[train]\nepochs = 2\nwarmup = 3\n")
@@ -163,6 +170,9 @@ CASES = [
     ("data info idx --data-dir {w}/idx-gz-bomb", "more than aelab reads"),
     ("data info idx --data-dir {w}/idx-count", "t10k"),
     ("data info idx --data-dir {w}/no-such-folder", "no-such-folder"),
+    # the cache
+    ("CACHE=cache-damaged data info mnist", "cannot be read"),
+    ("CACHE=cache-badrecord data info mnist", "unreadable"),
     # images: oversized header, not images, none
     ("data info images --data-dir {w}/img-bomb", "900000000 pixels"),
     ("data info images --data-dir {w}/img-text", "cannot read image"),
@@ -189,9 +199,11 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("command,named", CASES, ids=[c for c, _ in CASES])
-def test_bad_input_is_one_line_and_exit_2(world, command, named, capsys):
+def test_bad_input_is_one_line_and_exit_2(world, command, named, capsys, monkeypatch):
     before = _snapshot(world)
     argv = [a.format(w=world) for a in command.split()]
+    if argv[0].startswith("CACHE="):
+        monkeypatch.setenv("AELAB_CACHE", str(world / argv.pop(0).removeprefix("CACHE=")))
     status = main(argv)
     err = capsys.readouterr().err.strip()
     assert status == 2, err

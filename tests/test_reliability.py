@@ -77,10 +77,12 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, kind, where, 
     assert child.returncode == -signal.SIGKILL, child.stderr
     finished = sorted(p.name for p in (killed / "checkpoints").glob("epoch-*.json"))
     assert finished == (["epoch-0001.json", "epoch-0002.json"] if where == "step" else ["epoch-0001.json"])
+    kept = json.loads((killed / "checkpoints" / finished[-1]).read_text())["history"]
     assert main([*_train_args(killed, kind), "--resume"]) == 0
     assert _same(_final_weights(straight), _final_weights(killed))
     history = json.loads((killed / "metrics.json").read_text())["history"]
     assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert history[: len(kept)] == kept  # finished epochs were kept, not trained again: no work lost
 
 
 def test_damaged_newest_checkpoint_is_named_and_the_run_continues_from_the_newest_intact(tmp_path, capsys):

@@ -109,6 +109,13 @@ def export_results(run: str | Path, docs: str | Path) -> Path:
 
         raise ConfigError(f"{report} has no results.md; run aelab reproduce --out {run} first")
     text = (report / "results.md").read_text().replace("](figures/", "](figures/report/")
+    try:
+        argv = json.loads((Path(run) / "run.json").read_text())["command"]
+        command = "aelab " + " ".join(argv[1:])
+    except (OSError, ValueError, KeyError, TypeError):
+        command = "unknown (no run.json)"
+    title, _, rest = text.partition("\n")
+    text = f"{title}\n\nCommand: `{command}`, then `aelab docs --run {run}`.\n{rest}"
     dest = docs / "figures" / "report"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(report / "figures", dest)
