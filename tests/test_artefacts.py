@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from aelab.cli import main
-from aelab.ops.artefacts import UPSAMPLERS, checkerboard_score, constant_response, coverage, coverage_score
+from aelab.ops.artefacts import (
+    UPSAMPLERS,
+    checkerboard_score,
+    constant_response,
+    coverage,
+    coverage_score,
+    coverage_score_2d,
+)
 from aelab.ops.plots import conv_frames, save_frames, symbolic_matrix
 
 
@@ -26,6 +33,14 @@ def test_coverage_is_torch_conv_transpose_of_ones(k, s, d, n):
 def test_coverage_score_closed_form(k, s):
     # taps per pixel alternate between floor(k/s) and ceil(k/s), mean k/s: score = s/k unless s divides k
     assert coverage_score(k, s) == pytest.approx(0.0 if k % s == 0 else s / k)
+
+
+@pytest.mark.parametrize("k,s", [(4, 3), (3, 2), (5, 2), (4, 2), (6, 3), (7, 3)])
+def test_coverage_score_2d_closed_form(k, s):
+    import math
+
+    lo, hi, mean = (k // s) ** 2, math.ceil(k / s) ** 2, (k / s) ** 2
+    assert coverage_score_2d(k, s) == pytest.approx((hi - lo) / mean)
 
 
 def test_lecture_2d_example_4x4_stride_3():
