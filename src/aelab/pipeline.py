@@ -362,7 +362,9 @@ def _finish(cfg: Config, out: Path, results: list[Result], hashes: dict[str, str
            data={f"{cfg.data.name}/{k}": v for k, v in hashes.items()})
     atomic_write_json(out / "stages.json", {"seconds": time.perf_counter() - t0, "commit": git_commit(),
                                             "stages": [{"name": r.name, "key": r.key, "status": r.status,
-                                                        "seconds": r.seconds, "path": str(r.path)} for r in results]})
+                                                        "seconds": r.seconds,
+                                                        "path": r.path.relative_to(out).as_posix()}
+                                                       for r in results]})
 
 
 def publish_report(src: Path, dest: Path) -> None:
@@ -385,7 +387,7 @@ def rebuild_report(run: str | Path) -> Path:
     run = Path(run)
     try:
         rec = json.loads((run / "stages.json").read_text())
-        paths = {s["name"]: Path(s["path"]) for s in rec["stages"]}
+        paths = {s["name"]: run / s["path"] for s in rec["stages"]}  # relative: the folder can move
         info = read_json(paths.pop("report") / "stage.json")["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"{run} is not a complete aelab reproduce folder (no readable stages.json with a report "

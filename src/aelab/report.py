@@ -22,9 +22,10 @@ SECTION_ORDER = ("data", "ops", "model", "sweep", "interpolation", "sampling", "
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("aelab", "templates"), autoescape=jinja2.select_autoescape(
-        ["html", "j2"], default_for_string=False), undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("aelab", "templates"),
+                             autoescape=lambda name: bool(name) and name.endswith(".html.j2"),  # not markdown
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
     env.filters["num"] = _num
     return env
 
