@@ -97,3 +97,23 @@ def test_ops_cli(tmp_path, capsys):
     assert main(["ops", "frames", "--out-dir", str(tmp_path), "--transposed", "--stride", "2"]) == 0
     assert (tmp_path / "conv-transpose1d-s2.gif").exists()
     assert main(["ops", "shapes", "-W", "2", "-k", "5"]) == 2  # kernel larger than the input
+
+
+def test_stride_power_share_on_constructed_images():
+    """Known answers: a pure checkerboard is all stride-2 power; a smooth blob has almost none; white noise has
+    the share of frequency bins on the stride rows and columns; a stride-3 grid is seen at stride 3, not 2."""
+    from aelab.ops.artefacts import radial_profile, stride_power_share
+
+    i, j = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+    checker = (-1.0) ** (i + j)
+    assert stride_power_share(checker[None], 2) == pytest.approx(1.0)
+    blob = np.exp(-((i - 13.5) ** 2 + (j - 13.5) ** 2) / (2 * 4.0**2))
+    assert stride_power_share(blob[None], 2) < 1e-6
+    noise = np.random.default_rng(0).standard_normal((400, 28, 28))
+    assert stride_power_share(noise, 2) == pytest.approx((28 + 28 - 1) / (28 * 28 - 1), rel=0.05)
+    grid3 = np.cos(2 * np.pi * np.arange(27)[None, :] / 3).repeat(27, 0)  # 27 = 9 periods: no leakage
+    assert stride_power_share(grid3[None], 3) == pytest.approx(1.0) and stride_power_share(grid3[None], 2) < 1e-6
+    from aelab.ops.artefacts import power_spectrum
+
+    centres, power = radial_profile(power_spectrum(blob[None]))
+    assert power[0] > power[-1]  # a smooth image's power falls with frequency

@@ -74,7 +74,8 @@ SHORTCUTS = {
     "data": {"dataset": ("data", "name"), "n_train": ("data", "n_train"), "data_dir": ("data", "data_dir")},
     "train": {"epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
               "seed": ("train", "seed"), "device": ("train", "device")},
-    "model": {"d": ("model", "d"), "spec": ("model", "spec"), "model": ("model", "kind"), "beta": ("model", "beta")},
+    "model": {"d": ("model", "d"), "spec": ("model", "spec"), "model": ("model", "kind"), "beta": ("model", "beta"),
+              "decoder": ("model", "decoder")},
 }
 
 

@@ -93,9 +93,14 @@ class ModelConfig:
     d: int = _f(8, "Latent channels d (the last encoder layer's channels).")
     spec: str = _f(LECTURE_SPEC_TEXT, "Encoder layers channels:kernel:stride[:padding], comma-separated.")
     beta: float = _f(1.0, "VAE only: weight of the KL term (1: VAE, other: beta-VAE).")
+    decoder: str = _f("transposed", "Decoder family: transposed (the lecture's), resize-nearest, resize-bilinear, "
+                                    "pixel-shuffle, pixel-shuffle-icnr.")
 
     def __post_init__(self) -> None:
+        from aelab.models.decoders import DECODERS
+
         _one_of("model", "kind", self.kind, MODEL_KINDS)
+        _one_of("model", "decoder", self.decoder, tuple(DECODERS))
         _int_at_least("model", "d", self.d, 1)
         _positive_float("model", "beta", self.beta)
         if self.kind == "ae" and self.beta != 1.0:

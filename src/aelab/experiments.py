@@ -56,7 +56,7 @@ def data_hashes(cfg: DataConfig, train: Dataset, test: Dataset) -> dict[str, str
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], seed: int) -> torch.nn.Module:
     """The model of ``cfg`` for images (C, H, W), its initial weights drawn from ``seed`` (global RNG untouched)."""
-    options = {"beta": cfg.beta} if cfg.kind == "vae" else {}
+    options = {"beta": cfg.beta, "decoder": cfg.decoder} if cfg.kind == "vae" else {"decoder": cfg.decoder}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MODELS[cfg.kind](cfg.d, cfg.layers, in_channels=image_shape[0], image_size=image_shape[1:], **options)

@@ -80,9 +80,12 @@ def _pcas(ctx: Context, dims) -> dict:
 
 # --------------------------------------------------------------------------- the stages
 def model_stage_name(m: ModelConfig) -> str:
+    """ae-d8, vae-d8, bvae4-d16; with another decoder family: ae-d8-resize-bilinear, ..."""
     if m.kind == "ae":
-        return f"ae-d{m.d}"
-    return f"vae-d{m.d}" if m.beta == 1.0 else f"bvae{m.beta:g}-d{m.d}"
+        name = f"ae-d{m.d}"
+    else:
+        name = f"vae-d{m.d}" if m.beta == 1.0 else f"bvae{m.beta:g}-d{m.d}"
+    return name if m.decoder == "transposed" else f"{name}-{m.decoder}"
 
 
 def data_stage(cfg: Config, hashes: dict[str, str]) -> Stage:

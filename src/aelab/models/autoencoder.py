@@ -86,21 +86,30 @@ def mirror_output_padding(spec: Sequence[ConvSpec], in_size: tuple[int, int]) ->
 
 
 class AutoEncoder(nn.Module):
-    """Convolutional autoencoder: encoder f (Conv2d stack) and decoder g (its ConvTranspose2d mirror).
+    """Convolutional autoencoder: encoder f (Conv2d stack) and decoder g, its mirror: ConvTranspose2d layers
+    (the lecture's) or another family of ``aelab.models.decoders.DECODERS`` (``decoder="resize-bilinear"``, ...).
 
     encode(x: (N, C, H, W)) -> z: (N, D) with D = d * h * w (h = w = 1 for the lecture's spec)
     decode(z: (N, D)) -> x_hat: (N, C, H, W)
     """
 
     def __init__(self, d: int = 8, spec: Sequence[ConvSpec] = LECTURE_SPEC, in_channels: int = 1,
-                 image_size: int | tuple[int, int] = 28):
+                 image_size: int | tuple[int, int] = 28, decoder: str = "transposed"):
         super().__init__()
+        from aelab.models.decoders import DECODERS
+
         if d < 1:
             raise ConfigError(f"latent size d must be >= 1, got {d}")
+        if decoder not in DECODERS:
+            raise ConfigError(f"unknown decoder {decoder!r}; choose one of: {', '.join(DECODERS)}")
         spec = list(spec[:-1]) + [ConvSpec(d, spec[-1].kernel, spec[-1].stride, spec[-1].padding)]
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         pads = mirror_output_padding(spec, size)
-        self.spec, self.in_channels, self.image_size = tuple(spec), in_channels, size
+        self.spec, self.in_channels, self.image_size, self.decoder_name = tuple(spec), in_channels, size, decoder
+        sizes = [size]                                   # the input size of each encoder layer
+        for layer in spec:
+            sizes.append(tuple(round_trip(s, layer.kernel, layer.stride, layer.padding).conv_size
+                               for s in sizes[-1]))
 
         enc: list[nn.Module] = []
         chans = [in_channels] + [layer.channels for layer in spec]
@@ -109,16 +118,21 @@ class AutoEncoder(nn.Module):
             if i < len(spec) - 1:
                 enc.append(nn.ReLU(inplace=True))
         dec: list[nn.Module] = []
-        for j, i in enumerate(reversed(range(len(spec)))):
-            layer = spec[i]
-            dec.append(nn.ConvTranspose2d(chans[i + 1], chans[i], layer.kernel, layer.stride, layer.padding,
-                                          output_padding=pads[i]))
+        for j, i in enumerate(reversed(range(len(spec)))):   # decoder layer j undoes encoder layer i
+            dec += DECODERS[decoder](chans[i + 1], chans[i], spec[i], sizes[i], pads[i])
             if j < len(spec) - 1:
                 dec.append(nn.ReLU(inplace=True))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
         with torch.no_grad():
             self.latent_shape = tuple(self.encoder(torch.zeros(1, in_channels, *size)).shape[1:])
+            try:
+                back = tuple(self.decoder(torch.zeros(1, *self.latent_shape)).shape[1:])
+            except RuntimeError as e:
+                back = str(e).strip().splitlines()[0]
+        if back != (in_channels, *size):
+            raise ConfigError(f"the {decoder} decoder cannot give back {in_channels}x{size[0]}x{size[1]} for spec "
+                              f"{','.join(map(str, spec))} (it gives {back}); use another --decoder or spec")
 
     @property
     def latent_dim(self) -> int:

@@ -38,16 +38,33 @@ def conv_macs(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
     return n_out * module.in_channels // module.groups * k
 
 
+def layer_macs(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+    """Convolutions: ``conv_macs``.  Bilinear interpolation: 4 multiply-accumulates per output element (the
+    four neighbours' weights); nearest interpolation, pixel shuffle and cropping only move values: 0."""
+    if isinstance(module, nn.Upsample):
+        n_out = 1
+        for s in out_shape:
+            n_out *= s
+        return 4 * n_out if module.mode == "bilinear" else 0
+    if isinstance(module, nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d):
+        return conv_macs(module, in_shape, out_shape)
+    return 0
+
+
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
-    """Run one zero sample of ``input_shape`` (C, H, W) through ``model`` and record every conv layer."""
+    """Run one zero sample of ``input_shape`` (C, H, W) through ``model`` and record every layer that changes
+    a size: convolutions, transposed convolutions, interpolations, pixel shuffles, crops."""
     rows: list[LayerRow] = []
     hooks = []
+    from aelab.models.decoders import SizeTo
+
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d):
+        if isinstance(mod, nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.Upsample
+                      | nn.PixelShuffle | SizeTo):
             def hook(m, inp, out, name=name):
                 i, o = tuple(inp[0].shape[1:]), tuple(out.shape[1:])
                 rows.append(LayerRow(name, repr(m), i, o, sum(p.numel() for p in m.parameters()),
-                                     conv_macs(m, i, o)))
+                                     layer_macs(m, i, o)))
             hooks.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad():

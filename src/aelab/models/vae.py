@@ -22,9 +22,9 @@ from aelab.models.autoencoder import LECTURE_SPEC, AutoEncoder, ConvSpec
 
 class VAE(nn.Module):
     def __init__(self, d: int = 8, spec: Sequence[ConvSpec] = LECTURE_SPEC, in_channels: int = 1,
-                 image_size: int | tuple[int, int] = 28, beta: float = 1.0):
+                 image_size: int | tuple[int, int] = 28, beta: float = 1.0, decoder: str = "transposed"):
         super().__init__()
-        ae = AutoEncoder(d, spec, in_channels, image_size)
+        ae = AutoEncoder(d, spec, in_channels, image_size, decoder)
         last = ae.encoder[-1]
         ae.encoder[-1] = nn.Conv2d(last.in_channels, 2 * d, last.kernel_size, last.stride, last.padding)
         self.encoder, self.decoder = ae.encoder, ae.decoder

@@ -94,7 +94,12 @@ def upsampler(method: str, scale: int, kernel: int, seed: int = 0) -> nn.Module:
     conv (the "resize-convolution").  pixel-shuffle: a conv to scale^2 channels, then PixelShuffle (the
     "sub-pixel convolution"); -icnr initialises those scale^2 sub-kernels identical (ICNR, Aitken et al. 2017).
     """
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the global RNG is left untouched
+        torch.manual_seed(seed)
+        return _upsampler(method, scale, kernel)
+
+
+def _upsampler(method: str, scale: int, kernel: int) -> nn.Module:
     pad = kernel // 2
     if method == "transposed":
         return nn.ConvTranspose2d(1, 1, kernel, stride=scale, bias=False)
@@ -116,3 +121,41 @@ def constant_response(method: str, scale: int = 3, kernel: int = 4, size: int = 
     """Feed a constant image to a random upsampler: any pattern in the interior is an artefact of the method."""
     out = upsampler(method, scale, kernel, seed)(torch.ones(1, 1, size, size))[0, 0].numpy()
     return Response(method, out, checkerboard_score(out, margin=kernel + scale))
+
+
+# --------------------------------------------------------------------------- artefacts in real outputs
+def power_spectrum(images: np.ndarray) -> np.ndarray:
+    """Mean power spectrum |FFT2|^2 of images (N, H, W) after removing each image's mean; (H, W), DC at [0, 0]."""
+    x = np.asarray(images, np.float64)
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
+    return (np.abs(np.fft.fft2(x)) ** 2).mean(0)
+
+
+def radial_profile(spectrum: np.ndarray, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The radially averaged power spectrum: (bin centres in cycles/pixel up to 0.5*sqrt(2), mean power)."""
+    h, w = spectrum.shape
+    r = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    edges = np.linspace(0, r.max() + 1e-9, bins + 1)
+    which = np.clip(np.digitize(r, edges) - 1, 0, bins - 1)
+    total = np.bincount(which.ravel(), spectrum.ravel(), bins)
+    count = np.maximum(np.bincount(which.ravel(), minlength=bins), 1)
+    return (edges[:-1] + edges[1:]) / 2, total / count
+
+
+def stride_power_share(images: np.ndarray, stride: int) -> float:
+    """Share of the images' power (DC excluded) at the stride frequencies k/stride (k = 1 .. stride - 1, cycles per
+    pixel) along either axis: where a stride-s upsampler's grid puts its energy.  A pure checkerboard
+    (-1)^(i+j) has share 1 for stride 2; a smooth blob has almost none; white noise has the share of
+    frequency bins on those rows and columns."""
+    if stride < 2:
+        raise ConfigError(f"stride must be >= 2 to have stride frequencies, got {stride}")
+    spec = power_spectrum(images)
+    h, w = spec.shape
+    targets = {min(k / stride, 1 - k / stride) for k in range(1, stride)}   # folded into [0, 0.5]
+
+    def near(freqs: np.ndarray, n: int) -> np.ndarray:
+        return np.any([np.abs(np.abs(freqs) - t) <= 0.5 / n for t in targets], axis=0)
+
+    mask = near(np.fft.fftfreq(h), h)[:, None] | near(np.fft.fftfreq(w), w)[None, :]
+    total = spec.sum() - spec[0, 0]
+    return float(spec[mask].sum() / total) if total > 0 else 0.0

@@ -1,0 +1,61 @@
+"""Decoder families: each gives back exactly the input size for any spec the encoder admits (checked against
+PyTorch's own convolutions for random specs), ICNR starts without a grid, and the summary counts each layer."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aelab.errors import ConfigError
+from aelab.models import VAE, AutoEncoder, ConvSpec
+from aelab.models.decoders import DECODERS
+from aelab.models.summary import layer_table
+from aelab.ops.artefacts import checkerboard_score
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(layers=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 3), st.integers(0, 5)),
+                       min_size=1, max_size=3),
+       h=st.integers(4, 33), w=st.integers(4, 33), decoder=st.sampled_from(sorted(DECODERS)))
+def test_every_decoder_gives_back_the_input_size_or_the_encoder_refuses(layers, h, w, decoder):
+    spec = [ConvSpec(c, k, s, p) for c, k, s, p in layers]
+    try:
+        model = AutoEncoder(d=2, spec=spec, image_size=(h, w), decoder=decoder)
+    except ConfigError as e:
+        assert "encoder layer" in str(e)  # only the encoder may refuse: when PyTorch's own conv cannot run
+        with pytest.raises(RuntimeError):
+            torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, c.kernel, c.stride, c.padding) for c in spec])(
+                torch.zeros(1, 1, h, w))
+        return
+    x = torch.rand(2, 1, h, w)
+    assert model(x).shape == x.shape
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_lecture_spec_with_each_decoder_and_the_vae(decoder):
+    x = torch.rand(3, 1, 28, 28)
+    for model in (AutoEncoder(8, decoder=decoder), VAE(8, decoder=decoder)):
+        assert model.decode(model.encode(x)).shape == x.shape
+    rows = layer_table(AutoEncoder(8, decoder=decoder), (1, 28, 28))
+    assert rows[-1].out_shape == (1, 28, 28) and rows[4].out_shape == (8, 1, 1)
+    if decoder != "transposed":
+        assert not any("ConvTranspose" in r.layer for r in rows)
+
+
+def test_transposed_is_the_lecture_default_and_unknown_names_are_refused():
+    assert repr(AutoEncoder(8)) == repr(AutoEncoder(8, decoder="transposed"))
+    with pytest.raises(ConfigError, match="unknown decoder 'deconv'.*resize-bilinear"):
+        AutoEncoder(8, decoder="deconv")
+
+
+def test_icnr_starts_without_a_grid_and_plain_pixel_shuffle_does_not():
+    """A constant map through one x2 pixel-shuffle layer at initialisation: ICNR's output is constant on each
+    2x2 block, so its interior is even (score 0); independent sub-kernels give a checkerboard."""
+    torch.manual_seed(0)
+    scores = {}
+    for name in ("pixel-shuffle", "pixel-shuffle-icnr"):
+        conv, shuffle, _ = DECODERS[name](4, 1, ConvSpec(4, 4, 2), (16, 16), (0, 0))
+        with torch.no_grad():
+            y = shuffle(conv(torch.ones(1, 4, 8, 8)))[0, 0]
+        scores[name] = checkerboard_score(y.double().numpy(), margin=2)
+    assert scores["pixel-shuffle-icnr"] == pytest.approx(0, abs=1e-6) and scores["pixel-shuffle"] > 0.01
