@@ -16,7 +16,8 @@ from aelab.pipeline import plan_status, reproduce
 pytestmark = pytest.mark.xdist_group("pipeline")
 
 TINY = ["data.name=synthetic", "sweep.dims=2,4", "latent.dims=4", "latent.vaes=1@4", "latent.n_samples=100",
-        "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12"]
+        "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12",
+        "decoders.families=transposed,resize-bilinear", "decoders.models=4x2", "decoders.n_train=500"]
 
 
 def tiny(*more: str):
@@ -39,7 +40,8 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
     assert set(statuses(reproduce(tiny(), run, progress=False, echo=lambda s: None)).values()) == {"reused"}
     changed = statuses(reproduce(tiny("train.epochs=2"), run, progress=False, echo=lambda s: None))
     recomputed = {n for n, s in changed.items() if s == "computed"}
-    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report"}
+    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report", "decoders", "ae-d4-n500",
+                          "ae-d4-s1-n500", "ae-d4-resize-bilinear-n500", "ae-d4-resize-bilinear-s1-n500"}
     # a latent-study setting touches neither the models nor the sweep
     changed = statuses(reproduce(tiny("latent.n_samples=50"), run, progress=False, echo=lambda s: None))
     assert {n for n, s in changed.items() if s == "computed"} == {"latent", "report"}
@@ -49,7 +51,7 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
 
 def test_report_has_every_section_with_figures_and_numbers(run):
     html = (run / "report" / "index.html").read_text()
-    for section in ("data", "ops", "model", "sweep", "interpolation", "sampling", "training", "run"):
+    for section in ("data", "ops", "model", "sweep", "interpolation", "sampling", "decoders", "training", "run"):
         assert f'id="{section}"' in html
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     rows = metrics["stages"]["sweep"]["rows"]

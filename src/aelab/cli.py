@@ -157,7 +157,7 @@ def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="R
     if dry_run:
         typer.echo(to_toml(cfg))
         for name, status, path in plan_status(cfg, out):
-            typer.echo(f"{name:16s} {status:12s} {path}")
+            typer.echo(f"{name:32s} {status:8s} {path}")
         return
     results = reproduce(cfg, out, progress=not quiet, echo=typer.echo)
     _echo_summary(results)

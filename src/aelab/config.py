@@ -6,6 +6,7 @@
       train   TrainConfig    the lecture's recipe: epochs, batch size, Adam's lr, seed, device
       sweep   SweepConfig    the d-sweep: CNN vs PCA at each d
       latent  LatentConfig   interpolation and sampling: densities, VAEs, sample counts
+      decoders DecodersConfig the decoder families compared
       ops     OpsConfig      the operator figures
 
 A value that cannot work (batch size 0, a negative learning rate, an empty list of d, an unknown density,
@@ -201,6 +202,45 @@ class LatentConfig:
         return tuple(parse_vae(t) for t in self.vaes)
 
 
+def parse_runs(text: str) -> tuple[int, int]:
+    """'8x3' -> (d = 8, 3 seeds)."""
+    try:
+        d_text, n_text = text.split("x")
+        d, n = int(d_text), int(n_text)
+    except ValueError:
+        _fail("decoders", "models", text, "each entry is DxSEEDS, e.g. '8x3' (d = 8, three seeds)")
+    _int_at_least("decoders", "models (d)", d, 1)
+    _int_at_least("decoders", "models (seeds)", n, 1)
+    return d, n
+
+
+@dataclass(frozen=True)
+class DecodersConfig:
+    families: tuple[str, ...] = _f(("transposed", "resize-nearest", "resize-bilinear", "pixel-shuffle",
+                                    "pixel-shuffle-icnr"), "Decoder families compared (same encoder, same recipe).")
+    models: tuple[str, ...] = _f(("8x3", "16x1"), "Latent sizes and seeds per family: DxSEEDS, e.g. 8x3.")
+    n_train: int | None = _f(None, "Train the study's models on the first N images (default: data.n_train).")
+    n_show: int = _f(6, "Test digits in the zoomed reconstruction figure.")
+
+    def __post_init__(self) -> None:
+        from aelab.models.decoders import DECODERS
+
+        if not self.families:
+            _fail("decoders", "families", [], f"give at least one of {', '.join(DECODERS)}")
+        for name in self.families:
+            _one_of("decoders", "families", name, tuple(DECODERS))
+        if not self.models:
+            _fail("decoders", "models", [], "give at least one DxSEEDS entry, e.g. 8x3")
+        for text in self.models:
+            parse_runs(text)
+        _int_at_least("decoders", "n_train", self.n_train, 1, none_ok=True)
+        _int_at_least("decoders", "n_show", self.n_show, 1)
+
+    @property
+    def runs(self) -> tuple[tuple[int, int], ...]:
+        return tuple(parse_runs(t) for t in self.models)
+
+
 @dataclass(frozen=True)
 class OpsConfig:
     kernel: int = _f(4, "Kernel of the checkerboard study (coverage maps, upsamplers).")
@@ -220,13 +260,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
+    decoders: DecodersConfig = field(default_factory=DecodersConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     preset: str = "lecture"
 
 
 SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "preset"}
 SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sweep": SweepConfig,
-                   "latent": LatentConfig, "ops": OpsConfig}
+                   "latent": LatentConfig, "decoders": DecodersConfig, "ops": OpsConfig}
 
 
 # --------------------------------------------------------------------------- dict <-> dataclass

@@ -327,3 +327,97 @@ def sample_job(run: str | Path, density: str, cfg: LatentConfig, out: str | Path
     save_rows(out, [(f"{model_label(model_cfg)} d = {model_cfg.d}, samples from {density}", x[:48])])
     judge = judge_for(*load_full(data_cfg))
     return sample_scores(Reference.build(judge, x_train), x) if judge is not None else {}
+
+
+# --------------------------------------------------------------------------- decoder families
+DECODER_COLUMNS = ("family", "d", "seeds", "mse", "psnr", "class_kept", "recon_stride_share", "sample_stride_share",
+                   "sample_fid", "init_stride_share", "coverage_score", "params", "macs", "seconds_per_epoch")
+DECODER_NUMERIC = ("mse", "psnr", "class_kept", "recon_stride_share", "sample_stride_share", "sample_fid",
+                   "init_stride_share", "coverage_score", "seconds_per_epoch")
+
+
+def _flat_images(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) -> (N * C, H, W) in [0, 1] for the spectral scores."""
+    return x.clamp(0, 1).reshape(-1, *x.shape[2:]).double().numpy()
+
+
+def decoder_row(model, untrained, history: list[dict], train: Dataset, test: Dataset, judge: Judge | None,
+                n_samples: int, seed: int, ref=None) -> dict:
+    """One trained model of the decoder study: quality, artefacts (reconstructions, GMM samples, at init), cost.
+
+    ref: the ``quality.Reference`` of the first 10000 training images (built once by the caller)."""
+    from aelab.latent import decode_all, encode_all, make_density
+    from aelab.models.summary import layer_table
+    from aelab.ops.artefacts import coverage_score_2d, stride_power_share
+    from aelab.quality import Reference, sample_scores
+
+    stride = max(layer.stride for layer in model.spec)
+    share = (lambda x: stride_power_share(_flat_images(x), stride)) if stride > 1 else (lambda x: None)
+    x_test = to_float(test.images)
+    row = {k: v for k, v in scores(model, test, judge).items() if k in ("mse", "psnr", "class_kept")}
+    row["recon_stride_share"] = share(reconstruct(model, x_test[:2000]))
+    x_fit = to_float(train.images[:10000])
+    gmm = make_density("gmm", seed=seed, n_components=10).fit(encode_all(model, x_fit))
+    samples = decode_all(model, gmm.sample(n_samples, seed=seed))
+    row["sample_stride_share"] = share(samples)
+    if judge is not None:
+        row["sample_fid"] = sample_scores(ref or Reference.build(judge, x_fit), samples)["fid"]
+    row["init_stride_share"] = share(reconstruct(untrained, x_test[:2000]))
+    transposed = [m for m in model.decoder if isinstance(m, torch.nn.ConvTranspose2d)]
+    row["coverage_score"] = max((coverage_score_2d(m.kernel_size[0], m.stride[0]) for m in transposed), default=0.0)
+    rows = layer_table(model, train.shape)
+    decoder_rows = [r for r in rows if r.name.startswith("decoder")]
+    row.update(params=sum(r.params for r in decoder_rows), macs=sum(r.macs for r in decoder_rows),
+               seconds_per_epoch=float(np.median([e["seconds"] for e in history])))
+    return row
+
+
+def summarise_decoders(rows: list[dict]) -> list[dict]:
+    """Mean and spread (sample standard deviation, 0 for one seed) over seeds, per (family, d)."""
+    out = []
+    for key in dict.fromkeys((r["family"], r["d"]) for r in rows):
+        group = [r for r in rows if (r["family"], r["d"]) == key]
+        s = {"family": key[0], "d": key[1], "seeds": len(group), "params": group[0]["params"],
+             "macs": group[0]["macs"]}
+        for col in DECODER_NUMERIC:
+            vals = [r[col] for r in group if r.get(col) is not None]
+            if vals:
+                s[col] = float(np.mean(vals))
+                s[f"{col}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+def decoder_figures(out: Path, trained: dict, untrained: dict, test: Dataset, n_show: int) -> list[Figure]:
+    """Zoomed reconstructions per family, radially averaged power spectra, and each untrained decoder's output.
+
+    trained / untrained: family -> model (one d, seed of the first run)."""
+    from aelab.figures import save_figure, subplots
+    from aelab.ops.artefacts import power_spectrum, radial_profile
+
+    x = to_float(test.images)
+    d = next(iter(trained.values())).latent_dim
+    save_rows(out / "figures/decoders-reconstructions.png",
+              [("X (test images)", x[:n_show])] + [(f"{f}", reconstruct(m, x[:n_show])) for f, m in trained.items()],
+              ncols=n_show, zoom=2.0, title=f"Reconstructions by decoder family (d = {d})")
+    fig, ax = subplots(figsize=(6.5, 4))
+    for name, images in [("test images", x[:2000])] + [(f, reconstruct(m, x[:2000])) for f, m in trained.items()]:
+        f, p = radial_profile(power_spectrum(_flat_images(images)))
+        ax.semilogy(f, p, label=name, lw=2 if name == "test images" else 1.2)
+    ax.axvline(0.5, color="grey", ls=":", lw=1)
+    ax.set_xlabel("spatial frequency (cycles / pixel)")
+    ax.set_ylabel("mean power")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, out / "figures/decoders-spectra.png")
+    save_rows(out / "figures/decoders-untrained.png",
+              [(f"{f} (untrained)", reconstruct(m, x[:12])) for f, m in untrained.items()], ncols=12,
+              title="Each decoder's output at initialisation (same encoder, same test images)")
+    return [Figure("figures/decoders-reconstructions.png",
+                   f"The first {n_show} test images and their reconstructions by each decoder family, zoomed "
+                   f"(d = {d}, first seed)."),
+            Figure("figures/decoders-spectra.png",
+                   "Radially averaged power spectra of 2000 test images and of their reconstructions by each family; "
+                   "the dotted line is the stride-2 frequency (0.5 cycles/pixel), where a checkerboard puts power."),
+            Figure("figures/decoders-untrained.png",
+                   "Untrained decoders (initial weights) on the same test images: which family starts with a grid?")]

@@ -34,14 +34,14 @@ def tile(images: np.ndarray, ncols: int = 12, pad: int = 2, pad_value: float = 1
 
 
 def save_rows(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], ncols: int = 12,
-              title: str | None = None) -> Path:
+              title: str | None = None, zoom: float = 1.0) -> Path:
     """The lecture's result figure: one titled panel per entry ``(caption, images (N, C, H, W))``.
 
     E.g. [("X (original samples)", x), ("g∘f(X) (CNN, d = 8)", x_hat_cnn), ("g∘f(X) (PCA, d = 8)", x_hat_pca)].
     """
     path = Path(path)
     tiles = [tile(imgs, ncols) for _, imgs in rows]
-    width = 0.55 * ncols
+    width = 0.55 * ncols * zoom
     heights = [t.shape[0] / t.shape[1] * width for t in tiles]
     fig = Figure(figsize=(width, sum(heights) + 0.45 * len(rows) + (0.4 if title else 0)))
     axes = fig.subplots(len(rows), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)

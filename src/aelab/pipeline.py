@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aelab.config import Config, ModelConfig, to_dict, to_toml
+from aelab.config import Config, DataConfig, ModelConfig, TrainConfig, to_dict, to_toml
 from aelab.data import to_float
 from aelab.errors import ConfigError
 from aelab.experiments import (
@@ -50,10 +50,13 @@ def write_manifest(out: Path, section: str, figures: list[Figure], **extra) -> N
 
 
 # --------------------------------------------------------------------------- shared loaders (memoised per process)
-def _splits(ctx: Context, cfg: Config):
-    if "splits" not in ctx.memo:
-        ctx.memo["splits"] = load_splits(cfg.data)
-    return ctx.memo["splits"]
+def _splits(ctx: Context, cfg: Config, data: DataConfig | None = None):
+    """The (train, test) splits of ``data`` (default: cfg.data), loaded once per process."""
+    data = data or cfg.data
+    key = f"splits:{data}"
+    if key not in ctx.memo:
+        ctx.memo[key] = load_splits(data)
+    return ctx.memo[key]
 
 
 def _judge(ctx: Context):
@@ -123,21 +126,25 @@ def evaluator_stage(cfg: Config) -> Stage:
     return Stage("evaluator", run, {"data": cfg.data.name, "data_dir": cfg.data.data_dir}, needs=("data",))
 
 
-def train_stage(cfg: Config, m: ModelConfig) -> Stage:
-    name = model_stage_name(m)
+def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data: DataConfig | None = None,
+                name: str | None = None) -> Stage:
+    """Train model ``m`` with ``tc`` (default cfg.train) on ``data`` (default cfg.data)."""
+    tc, data = tc or cfg.train, data or cfg.data
+    name = name or model_stage_name(m)
 
     def run(ctx: Context) -> dict:
-        train, test = _splits(ctx, cfg)
+        train, test = _splits(ctx, cfg, data)
         if ctx.progress:
-            print(f"  training {model_label(m)} d = {m.d}: {cfg.train.epochs} epoch(s) on {len(train)} images")
-        _, history = train_model(m, cfg.train, cfg.data, train, test, ctx.out, resume=True, progress=ctx.progress)
+            print(f"  training {model_label(m)} d = {m.d} ({m.decoder} decoder, seed {tc.seed}): {tc.epochs} "
+                  f"epoch(s) on {len(train)} images")
+        _, history = train_model(m, tc, data, train, test, ctx.out, resume=True, progress=ctx.progress)
         for old in sorted((ctx.out / "checkpoints").glob("epoch-*.json"))[:-1]:  # keep the final checkpoint
             old.with_suffix(".safetensors").unlink(missing_ok=True)
             old.unlink()
         return {"model": model_label(m), "d": m.d, "epochs": len(history), "history": history,
                 "train_seconds": sum(e["seconds"] for e in history), "test_mse": history[-1]["test_mse"]}
 
-    return Stage(name, run, {"model": to_dict(m), "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
+    return Stage(name, run, {"model": to_dict(m), "train": to_dict(tc), "data": to_dict(data)},
                  needs=("data",), resumable=True)
 
 
@@ -275,10 +282,78 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int]) -> li
     models = [dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0) for d in ae_dims]
     models += [dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta)
                for beta, dims in cfg.latent.vae_models for d in dims if d in cfg.latent.dims]
-    stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *(train_stage(cfg, m) for m in models),
-              pca_stage(cfg, ae_dims), sweep_stage(cfg), latent_stage(cfg), ops_stage(cfg),
+    trainers = [train_stage(cfg, m) for m in models]
+    study_models = decoder_study_models(cfg)
+    planned = {s.name for s in trainers}
+    for (_family, _d, _seed), (name, m, tc, data) in study_models.items():
+        if name not in planned:  # the names encode every difference, so a shared name is the same model
+            trainers.append(train_stage(cfg, m, tc, data, name))
+            planned.add(name)
+    stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *trainers, pca_stage(cfg, ae_dims), sweep_stage(cfg),
+              latent_stage(cfg), decoders_stage(cfg, study_models, shape), ops_stage(cfg),
               model_table_stage(cfg, shape)]
     return stages + [report_stage(cfg, [s.name for s in stages])]
+
+
+def decoder_study_models(cfg: Config) -> dict[tuple[str, int, int], tuple[str, ModelConfig, TrainConfig, DataConfig]]:
+    """(family, d, seed) -> (stage name, model, train, data) of every model the decoder study trains."""
+    data = dataclasses.replace(cfg.data, n_train=cfg.decoders.n_train or cfg.data.n_train)
+    out = {}
+    for family in cfg.decoders.families:
+        for d, n_seeds in cfg.decoders.runs:
+            for k in range(n_seeds):
+                m = dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0, decoder=family)
+                tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
+                name = model_stage_name(m) + (f"-s{tc.seed}" if k else "") + (
+                    f"-n{data.n_train}" if data != cfg.data else "")
+                out[family, d, tc.seed] = (name, m, tc, data)
+    return out
+
+
+def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> Stage:
+    from aelab.experiments import (
+        DECODER_COLUMNS,
+        build_model,
+        decoder_figures,
+        decoder_row,
+        summarise_decoders,
+    )
+
+    def run(ctx: Context) -> dict:
+        judge = _judge(ctx)
+        _, test = _splits(ctx, cfg)
+        from aelab.quality import Reference
+
+        rows, first, untrained, refs = [], {}, {}, {}
+        for (family, d, seed), (name, m, _tc, data) in models.items():
+            train, _ = _splits(ctx, cfg, data)
+            if judge is not None and str(data) not in refs:
+                refs[str(data)] = Reference.build(judge, to_float(train.images[:10000]))
+            model = _model(ctx, name, shape)
+            init = build_model(m, shape, seed)
+            history = read_json(ctx.inputs[name] / "metrics.json")["history"]
+            rows.append({"family": family, "d": d, "seed": seed,
+                         **decoder_row(model, init, history, train, test, judge, 2000, cfg.latent.seed,
+                                       refs.get(str(data)))})
+            if d == cfg.decoders.runs[0][0] and family not in first:
+                first[family], untrained[family] = model, init
+        summary = summarise_decoders(rows)
+        write_table(ctx.out, "decoders", summary, DECODER_COLUMNS, DECODER_FORMAT)
+        atomic_write_json(ctx.out / "decoder-runs.json", rows)
+        figures = decoder_figures(ctx.out, first, untrained, test, cfg.decoders.n_show)
+        write_manifest(ctx.out, "decoders", figures)
+        return {"rows": summary, "runs": rows, "epochs": cfg.train.epochs,
+                "n_train": len(_splits(ctx, cfg, next(iter(models.values()))[3])[0]),
+                "classifier_accuracy": judge.accuracy if judge else None}
+
+    names = [v[0] for v in models.values()]
+    return Stage("decoders", run, {"decoders": to_dict(cfg.decoders), "latent_seed": cfg.latent.seed},
+                 needs=("data", "evaluator", *dict.fromkeys(names)))
+
+
+DECODER_FORMAT = {"mse": "{:.4f}", "psnr": "{:.2f}", "class_kept": "{:.4f}", "recon_stride_share": "{:.5f}",
+                  "sample_stride_share": "{:.5f}", "sample_fid": "{:.1f}", "init_stride_share": "{:.4f}",
+                  "coverage_score": "{:.3f}", "macs": "{:,}", "params": "{:,}", "seconds_per_epoch": "{:.1f}"}
 
 
 def report_stage(cfg: Config, needs: list[str]) -> Stage:
@@ -352,7 +427,7 @@ def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Call
     stages, splits, hashes = _planned(cfg, targets)
     with RunLock(out):
         atomic_write_text(out / "config.toml", to_toml(cfg))
-        results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={"splits": splits})
+        results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={f"splits:{cfg.data}": splits})
         _finish(cfg, out, results, hashes, t0)
     return results
 
