@@ -42,6 +42,12 @@ def test_lecture_spec_with_each_decoder_and_the_vae(decoder):
         assert not any("ConvTranspose" in r.layer for r in rows)
 
 
+def test_every_family_has_a_code_version():
+    from aelab.models.decoders import VERSIONS
+
+    assert set(VERSIONS) == set(DECODERS)
+
+
 def test_transposed_is_the_lecture_default_and_unknown_names_are_refused():
     assert repr(AutoEncoder(8)) == repr(AutoEncoder(8, decoder="transposed"))
     with pytest.raises(ConfigError, match="unknown decoder 'deconv'.*resize-bilinear"):
@@ -59,3 +65,15 @@ def test_icnr_starts_without_a_grid_and_plain_pixel_shuffle_does_not():
             y = shuffle(conv(torch.ones(1, 4, 8, 8)))[0, 0]
         scores[name] = checkerboard_score(y.double().numpy(), margin=2)
     assert scores["pixel-shuffle-icnr"] == pytest.approx(0, abs=1e-6) and scores["pixel-shuffle"] > 0.01
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_every_decoder_can_draw_a_shape_from_a_1x1_latent(decoder):
+    """From the lecture's 1x1 latent, an interpolated map is constant; a decoder whose convolutions never see a
+    border would map every z to a flat image and could not learn (a bug caught here once).  At initialisation,
+    different pixels of one decoded image must differ."""
+    torch.manual_seed(0)
+    model = AutoEncoder(8, decoder=decoder)
+    with torch.no_grad():
+        out = model.decode(torch.randn(4, 8))
+    assert (out.flatten(1).std(1) > 1e-4).all()

@@ -144,8 +144,10 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
         return {"model": model_label(m), "d": m.d, "epochs": len(history), "history": history,
                 "train_seconds": sum(e["seconds"] for e in history), "test_mse": history[-1]["test_mse"]}
 
+    from aelab.models.decoders import VERSIONS
+
     return Stage(name, run, {"model": to_dict(m), "train": to_dict(tc), "data": to_dict(data)},
-                 needs=("data",), resumable=True)
+                 needs=("data",), resumable=True, version=VERSIONS[m.decoder])
 
 
 def pca_stage(cfg: Config, dims: list[int]) -> Stage:
@@ -479,9 +481,9 @@ def rebuild_report(run: str | Path) -> Path:
 
 
 def summary_table(results: list[Result]) -> str:
-    lines = [f"{'stage':16s} {'status':9s} {'seconds':>8s}"]
+    lines = [f"{'stage':32s} {'status':9s} {'seconds':>8s}"]
     for r in results:
-        lines.append(f"{r.name:16s} {r.status:9s} {r.seconds:8.1f}")
+        lines.append(f"{r.name:32s} {r.status:9s} {r.seconds:8.1f}")
     computed = [r for r in results if r.status == "computed"]
     lines.append(f"{len(computed)} computed ({sum(r.seconds for r in computed):.1f} s), "
                  f"{len(results) - len(computed)} reused")

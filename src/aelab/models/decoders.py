@@ -6,7 +6,7 @@ layer that undoes encoder layer i maps (C_{i+1}, h_{i+1}, w_{i+1}) back to exact
 spec the encoder admits decodes to the input size.
 
     transposed          ConvTranspose2d(k, s, p, output_padding)            the lecture's
-    resize-nearest      interpolate (nearest) to (h_i + k - 1) then Conv2d(k, stride 1, no padding)
+    resize-nearest      interpolate (nearest) to (h_i, w_i) then a "same" Conv2d(k) (zero padding k - 1 in all)
     resize-bilinear     the same with bilinear interpolation
     pixel-shuffle       Conv2d(3x3) to C_i * s^2 channels, PixelShuffle(s), then crop / edge-pad to h_i
     pixel-shuffle-icnr  the same, its s^2 sub-kernels initialised identical (ICNR, Aitken et al. 2017)
@@ -65,10 +65,13 @@ def transposed(c_in: int, c_out: int, layer, size: tuple[int, int], pad: tuple[i
 
 def _resize(mode: str) -> Builder:
     def build(c_in: int, c_out: int, layer, size: tuple[int, int], pad: tuple[int, int]) -> list[nn.Module]:
-        k = layer.kernel  # an unpadded stride-1 conv shrinks by k - 1: interpolate to h_i + k - 1
-        up = nn.Upsample(size=(size[0] + k - 1, size[1] + k - 1), mode=mode,
-                         **({"align_corners": False} if mode == "bilinear" else {}))
-        return [up, nn.Conv2d(c_in, c_out, k, 1, 0)]
+        # Interpolate to the target size, then a "same" convolution (zero padding k - 1 in all, the extra pixel
+        # at the bottom/right for even k).  The zero border matters: from a 1x1 latent the interpolated map is
+        # constant, and an unpadded convolution of a constant map is constant, so the decoder could only ever
+        # output a flat image; the padding gives each output position its own view of the border.
+        k = layer.kernel
+        up = nn.Upsample(size=tuple(size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+        return [up, nn.ZeroPad2d(((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)), nn.Conv2d(c_in, c_out, k, 1, 0)]
 
     return build
 
@@ -94,3 +97,8 @@ DECODERS: dict[str, Builder] = {
     "pixel-shuffle": _pixel_shuffle(icnr=False),
     "pixel-shuffle-icnr": _pixel_shuffle(icnr=True),
 }
+
+# The code version of each family's builder: a cached model trained with an older builder is not reused
+# (2: the resize families pad their convolution).
+VERSIONS: dict[str, int] = {"transposed": 1, "resize-nearest": 2, "resize-bilinear": 2, "pixel-shuffle": 1,
+                            "pixel-shuffle-icnr": 1}

@@ -40,7 +40,7 @@ def conv_macs(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
 
 def layer_macs(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
     """Convolutions: ``conv_macs``.  Bilinear interpolation: 4 multiply-accumulates per output element (the
-    four neighbours' weights); nearest interpolation, pixel shuffle and cropping only move values: 0."""
+    four neighbours' weights); nearest interpolation, pixel shuffle, padding and cropping only move values: 0."""
     if isinstance(module, nn.Upsample):
         n_out = 1
         for s in out_shape:
@@ -60,7 +60,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow
 
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.Upsample
-                      | nn.PixelShuffle | SizeTo):
+                      | nn.PixelShuffle | nn.ZeroPad2d | SizeTo):
             def hook(m, inp, out, name=name):
                 i, o = tuple(inp[0].shape[1:]), tuple(out.shape[1:])
                 rows.append(LayerRow(name, repr(m), i, o, sum(p.numel() for p in m.parameters()),
