@@ -230,6 +230,8 @@ def train_cmd(cfg, out: Out,
 
     allowed = tuple(filter(None, (a.strip() for a in allow_change.split(","))))
     m = train_and_score(cfg, out, resume=resume, progress=not quiet, allow_change=allowed)
+    if not m:  # a process of a torchrun group other than rank 0: rank 0 reports
+        return
     kept = (f"  class kept {m['class_kept']:.4f} (classifier {m['classifier_accuracy']:.4f})"
             if "class_kept" in m else "")
     typer.echo(f"test: mse {m['mse']:.5f}  loss {m['loss']:.3f}  psnr {m['psnr']:.2f} dB{kept}")

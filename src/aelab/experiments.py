@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,9 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "data": to_dict(data_cfg),
               "effective_spec": ",".join(map(str, model.spec))}  # the last layer carries d
     hashes = data_hashes(data_cfg, train, test)
-    if not (resume and (run_dir / "run.json").exists()):  # a resumed run keeps the record of how it began
+    from aelab import distributed
+
+    if distributed.is_main() and not (resume and (run_dir / "run.json").exists()):  # a resumed run keeps its record
         record(run_dir, config=config, seed=train_cfg.seed, data=hashes)
     history = fit(model, to_float(train.images), to_float(test.images), train_cfg, run_dir, resume=resume,
                   progress=progress, record={"config": config, "data": hashes}, allow_change=allow_change)
@@ -269,6 +272,9 @@ def train_and_score(cfg, out: str | Path, *, resume: bool = False, progress: boo
     set (with the dataset's fixed classifier when it has labels) and write out/metrics.json.
 
     One writer per folder: a second run on the same ``out`` is refused while this one holds its lock."""
+    from contextlib import nullcontext
+
+    from aelab import distributed
     from aelab.evaluator import judge_for
     from aelab.runs import RunLock
 
@@ -276,11 +282,14 @@ def train_and_score(cfg, out: str | Path, *, resume: bool = False, progress: boo
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
     train, test = load_splits(cfg.data)
-    with RunLock(out):
+    main = not distributed.requested() or os.environ.get("RANK", "0") == "0"
+    with RunLock(out) if main else nullcontext():  # under torchrun, rank 0 holds the folder for all
         if not resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
             raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
         model, history = train_model(cfg.model, cfg.train, cfg.data, train, test, out, resume=resume,
                                      progress=progress, allow_change=allow_change)
+        if not main:
+            return {}
         judge = judge_for(*load_full(cfg.data), progress=progress)
         metrics = {**scores(model, test, judge), "epochs": len(history),
                    "train_seconds": sum(e["seconds"] for e in history), "history": history}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,8 +59,11 @@ def lecture_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto: cuda when present (under torchrun: the process's own GPU, LOCAL_RANK), else cpu."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{os.environ['LOCAL_RANK']}"
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -244,7 +248,13 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     The caller seeds the initial weights; ``fit`` seeds the data order and, per epoch, the RNG of everything
     random inside the epoch (with ``torch.random.fork_rng``: the caller's global RNG is left untouched).
     """
+    from aelab import distributed
+
     device = resolve_device(cfg.device)
+    rank, n_proc = distributed.init_from_env(device)
+    if cfg.batch_size % n_proc:
+        raise ConfigError(f"train.batch_size = {cfg.batch_size} must be a multiple of the {n_proc} processes, so each "
+                          "takes an equal share of every batch")
     fmt = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
     model.to(device).to(memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -263,8 +273,14 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             model.to(memory_format=fmt)
             history.epochs = rec["history"]
             start = rec["epoch"]
-    record = {"train_config": asdict(cfg), **(record or {}), "environment": environment()}
+    record = {"train_config": asdict(cfg), **(record or {}), "environment": environment(), "processes": n_proc}
     devices = [device.index or 0] if device.type == "cuda" else []
+    step_model = None
+    if n_proc > 1:  # DDP averages the gradients of the processes' shares of each batch
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(distributed.LossModule(model, training_loss))
+    progress = progress and rank == 0
 
     model.train()
     for epoch in range(start, cfg.epochs):
@@ -273,8 +289,9 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, unit="batch")
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(epoch_seed(cfg.seed, epoch))
-            running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir)
+            torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
+            running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir, step_model)
+        running, seen = distributed.all_sum([running, seen])
         test = evaluate_loss(model, test_x, cfg.eval_batch_size, fmt)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
@@ -282,19 +299,33 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             e = history.last
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
                        f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
-        if run_dir is not None:
+        if run_dir is not None and rank == 0:
             save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
+        distributed.barrier()  # the others wait until rank 0's checkpoint is complete
     model.to(memory_format=torch.contiguous_format)
     return history
 
 
-def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir) -> tuple[float, int]:
-    """One pass over ``batches`` (index tensors); returns (sum of loss x batch size, samples seen)."""
+def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir, step_model=None
+                 ) -> tuple[float, int]:
+    """One pass over ``batches`` (index tensors); returns (sum of loss x batch size, samples seen).
+
+    step_model: the DDP-wrapped objective when several processes train; each then takes its share of a batch.
+    """
+    from aelab import distributed
+
+    rank, n_proc = distributed.world()
     running, seen = 0.0, 0
     for step, idx in enumerate(batches):
+        if n_proc > 1:
+            if len(idx) < n_proc:
+                continue  # a last batch smaller than the number of processes: skipped by all of them
+            idx = idx.tensor_split(n_proc)[rank]
         x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
-        loss = training_loss(model, x)
+        loss = step_model(x) if step_model is not None else training_loss(model, x)
         value = loss.item()
+        if n_proc > 1:  # every process stops together when any one diverges
+            value = distributed.all_sum([value])[0] / n_proc
         if not math.isfinite(value):
             last = latest_checkpoint(run_dir) if run_dir else None
             raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step}; "
