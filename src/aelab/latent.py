@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aelab.errors import ConfigError
-from aelab.metrics import Codec
+from aelab.metrics import Codec, evaluating
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -48,17 +48,18 @@ def random_pairs(n_items: int, n_pairs: int, seed: int = 0) -> tuple[np.ndarray,
 @torch.no_grad()
 def encode_all(codec: Codec, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     """f(x) for all x: (N, C, H, W) -> (N, D) float64."""
-    if isinstance(codec, nn.Module):
-        codec.eval()
-    return torch.cat([codec.encode(xb) for xb in x.split(batch_size)]).double().numpy()
+    with evaluating(codec) as (dev, fmt):
+        z = [codec.encode(xb.to(dev).contiguous(memory_format=fmt)).cpu() for xb in x.split(batch_size)]
+    return torch.cat(z).double().numpy()
 
 
 @torch.no_grad()
 def decode_all(codec: Codec, z: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    if isinstance(codec, nn.Module):
-        codec.eval()
+    """g(z) for all z: (N, D) -> (N, C, H, W) on the CPU (contiguous)."""
     zt = torch.as_tensor(z, dtype=torch.float32)
-    return torch.cat([codec.decode(zb) for zb in zt.split(batch_size)])
+    with evaluating(codec) as (dev, _):
+        x = [codec.decode(zb.to(dev)).cpu().contiguous() for zb in zt.split(batch_size)]
+    return torch.cat(x)
 
 
 # --------------------------------------------------------------------------- densities

@@ -73,10 +73,9 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
-                  memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
+def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
     """Lecture loss per image and MSE per pixel of g(f(x)) on x: (N, C, H, W) (``metrics.reconstruction_scores``)."""
-    s = reconstruction_scores(model, x, batch_size, memory_format)
+    s = reconstruction_scores(model, x, batch_size)
     return {"loss": s["loss"], "mse": s["mse"]}
 
 
@@ -292,7 +291,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
             running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir, step_model)
         running, seen = distributed.all_sum([running, seen])
-        test = evaluate_loss(model, test_x, cfg.eval_batch_size, fmt)
+        test = evaluate_loss(model, test_x, cfg.eval_batch_size)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
         if progress:
