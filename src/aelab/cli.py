@@ -309,6 +309,32 @@ def sample_cmd(cfg, run: Annotated[Path, typer.Option("--run", help="A finished 
     typer.echo(f"wrote {out}")
 
 
+# --------------------------------------------------------------------------- restoration
+restore_app = typer.Typer(help="Restoration: corruptions (and, next, restoring autoencoders).", no_args_is_help=True)
+app.add_typer(restore_app, name="restore")
+
+
+@restore_app.command("corrupt")
+@with_config("data")
+def restore_corrupt(cfg, out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path(
+                        "corruptions.png"),
+                    corruption: Annotated[list[str] | None, typer.Option(
+                        "--corruption", help="name:value[+name:value...], repeatable (default: one of each kind); "
+                                             "see aelab.corruptions.")] = None,
+                    seed: Annotated[int, typer.Option(help="Seed of the random corruptions.")] = 0) -> None:
+    """Each corruption applied to the lecture's 36 test digits, one row of the figure per corruption."""
+    from aelab.corruptions import SHOWCASE, parse
+    from aelab.data import to_float
+    from aelab.experiments import load_splits
+    from aelab.figures import save_rows
+
+    chains = [parse(c) for c in (corruption or SHOWCASE)]
+    _, test = load_splits(cfg.data)
+    x = to_float(test.images[:36])
+    save_rows(out, [("X (original samples)", x)] + [(str(c), c(x, seed)) for c in chains])
+    typer.echo(f"wrote {out}: " + ", ".join(map(str, chains)))
+
+
 # --------------------------------------------------------------------------- the fixed classifiers
 evaluator_app = typer.Typer(help="The fixed classifiers that judge reconstructions and samples.",
                             no_args_is_help=True)
