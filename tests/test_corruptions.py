@@ -74,3 +74,36 @@ def test_restore_corrupt_shows_each_corruption_on_the_lectures_36_digits(tmp_pat
     text = capsys.readouterr().out
     assert out.stat().st_size > 10_000 and all(c in text for c in SHOWCASE)
     assert main(["restore", "corrupt", "--corruption", "blur:9", "--out", str(out)]) == 2
+
+
+def test_blind_mixture_gives_each_image_one_of_the_kinds(x):
+    from aelab.corruptions import BLIND
+
+    y = parse("blind")(x, seed=0)
+    assert y.shape == x.shape and str(parse("blind")) == "blind" and len(BLIND) >= 6
+    assert not torch.equal(y, x) and torch.equal(y, parse("blind")(x, seed=0))
+
+
+def test_a_restorer_learns_to_denoise_and_restores_a_folder(tmp_path, capsys, mnist_test):
+    from PIL import Image
+
+    out = tmp_path / "den"
+    assert main(["restore", "train", "--corruption", "noise:0.4", "--n-train", "5000", "--epochs", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["restored"]["psnr"] > m["corrupted"]["psnr"] + 1      # a real gain in dB over the noisy input
+    assert m["restored"]["class_kept"] > m["corrupted"]["class_kept"]
+    # restore a folder of the user's images: one is not an image, it is reported and the others restored
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(mnist_test.images[i, 0]).save(src / f"d{i}.png")
+    (src / "broken.png").write_text("not a png")
+    capsys.readouterr()
+    assert main(["restore", "apply", "--run", str(out), "--in", str(src), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "broken.png" in err and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["d0.png", "d1.png",
+                                                                                        "d2.png"]
+    assert main(["restore", "train", "--corruption", "noise:7", "--out", str(tmp_path / "bad")]) == 2

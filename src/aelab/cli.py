@@ -335,6 +335,40 @@ def restore_corrupt(cfg, out: Annotated[Path, typer.Option("--out", help="PNG fi
     typer.echo(f"wrote {out}: " + ", ".join(map(str, chains)))
 
 
+@restore_app.command("train")
+@with_config("data", "train", "model")
+def restore_train(cfg, out: Out, corruption: Annotated[str, typer.Option(
+                      "--corruption", help="What to undo: name:value[+...], e.g. noise:0.5, or blind (a random one "
+                                           "of each kind per image).")],
+                  resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest intact checkpoint "
+                                                                        "in --out.")] = False,
+                  quiet: Quiet = False) -> None:
+    """Train a restoring autoencoder on (corrupted x, clean x) pairs, corruptions drawn afresh each batch."""
+    from aelab.experiments import train_restorer
+
+    m = train_restorer(cfg, corruption, out, resume=resume, progress=not quiet)
+    for name in ("corrupted", "restored"):
+        s = m[name]
+        kept = f"  class kept {s['class_kept']:.4f}" if "class_kept" in s else ""
+        typer.echo(f"{name:9s}: mse {s['mse']:.5f}  psnr {s['psnr']:.2f} dB{kept}")
+    typer.echo(f"wrote {out}/metrics.json and checkpoints in {out}/checkpoints")
+
+
+@restore_app.command("apply")
+def restore_apply(run: Annotated[Path, typer.Option("--run", help="A folder written by aelab restore train.")],
+                  source: Annotated[Path, typer.Option("--in", help="Folder of PNG/JPEG images to restore.")],
+                  dest: Annotated[Path, typer.Option("--out", help="Folder for the restored PNGs.")]) -> None:
+    """Restore a folder of your own images; an unreadable file is reported and the others are restored."""
+    from aelab.experiments import restore_folder
+
+    written, problems = restore_folder(run, source, dest)
+    for problem in problems:
+        typer.echo(f"aelab: warning: skipped: {problem}", err=True)
+    if not written:
+        raise typer.BadParameter(f"none of the images in {source} could be read", param_hint="--in")
+    typer.echo(f"restored {len(written)} image(s) into {dest}" + (f"; {len(problems)} skipped" if problems else ""))
+
+
 # --------------------------------------------------------------------------- the fixed classifiers
 evaluator_app = typer.Typer(help="The fixed classifiers that judge reconstructions and samples.",
                             no_args_is_help=True)

@@ -107,8 +107,31 @@ class Corruption:
         return "+".join(f"{name}:{value:g}" for name, value in self.steps)
 
 
-def parse(text: str) -> Corruption:
-    """'noise:0.5', 'rect:0.25+noise:0.1', ...; an unknown name or a value out of range names what is accepted."""
+@dataclass(frozen=True)
+class Mixture:
+    """The blind setting: each image gets one corruption drawn at random from ``parts``."""
+
+    parts: tuple[Corruption, ...]
+
+    def __call__(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 999)
+        which = torch.randint(len(self.parts), (len(x),), generator=gen)
+        y = x.float().clone()
+        for k, part in enumerate(self.parts):
+            chosen = which == k
+            if chosen.any():
+                y[chosen] = part(x[chosen], seed * 31 + k)
+        return y
+
+    def __str__(self) -> str:
+        return "blind"
+
+
+def parse(text: str) -> Corruption | Mixture:
+    """'noise:0.5', 'rect:0.25+noise:0.1', ... or 'blind' (a random one of ``BLIND`` per image); an unknown
+    name or a value out of range names what is accepted."""
+    if str(text).strip() == "blind":
+        return Mixture(tuple(parse(c) for c in BLIND))
     steps = []
     for item in filter(None, (t.strip() for t in str(text).split("+"))):
         name, sep, value_text = item.partition(":")
@@ -131,3 +154,5 @@ def parse(text: str) -> Corruption:
 # The lecture's "restoration of many corruptions", one of each, at a middle level.
 SHOWCASE = ("noise:0.5", "noise-raw:0.5", "saltpepper:0.2", "rect:0.25", "down:2", "down:4", "blur:1.5",
             "rect:0.15+noise:0.2")
+# What the blind model is trained on: every kind at a middle level (noise clipped, as images are).
+BLIND = tuple(c for c in SHOWCASE if not c.startswith("noise-raw"))

@@ -62,5 +62,5 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.model, self.loss = model, loss
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.loss(self.model, x)
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.model, *args)

@@ -430,3 +430,82 @@ def decoder_figures(out: Path, trained: dict, untrained: dict, test: Dataset, n_
                    "the dotted line is the stride-2 frequency (0.5 cycles/pixel), where a checkerboard puts power."),
             Figure("figures/decoders-untrained.png",
                    "Untrained decoders (initial weights) on the same test images: which family starts with a grid?")]
+
+
+# --------------------------------------------------------------------------- restoration
+def train_restorer(cfg, corruption: str, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+    """`aelab restore train`: the lecture's autoencoder (any decoder) trained on (corrupted x, clean x) pairs,
+    corruptions drawn afresh each batch; scored on the test set corrupted once with a fixed seed."""
+    from aelab.corruptions import parse
+    from aelab.evaluator import judge_for
+    from aelab.metrics import scores_from_sse
+    from aelab.runs import RunLock
+    from aelab.train import TEST_CORRUPTION_SEED
+
+    corrupt = parse(corruption)
+    if cfg.model.kind != "ae":
+        raise ConfigError("restoring models are autoencoders: use --model ae")
+    out = Path(out)
+    train, test = load_splits(cfg.data)
+    model = build_model(cfg.model, train.shape, cfg.train.seed)
+    config = {"model": to_dict(cfg.model), "train": to_dict(cfg.train), "data": to_dict(cfg.data),
+              "effective_spec": ",".join(map(str, model.spec)), "corruption": str(corrupt)}
+    hashes = data_hashes(cfg.data, train, test)
+    with RunLock(out):
+        if not resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+            raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+        if not (resume and (out / "run.json").exists()):
+            record(out, config=config, seed=cfg.train.seed, data=hashes)
+        history = fit(model, to_float(train.images), to_float(test.images), cfg.train, out, resume=resume,
+                      progress=progress, record={"config": config, "data": hashes}, corrupt=corrupt)
+        x = to_float(test.images)
+        noisy = corrupt(x, TEST_CORRUPTION_SEED)
+        restored = reconstruct(model.cpu().eval(), noisy)
+        pixels = x[0].numel()
+        metrics = {"corruption": str(corrupt), "epochs": len(history.epochs), "history": history.epochs,
+                   "corrupted": scores_from_sse((noisy.clamp(0, 1) - x).pow(2).flatten(1).sum(1).double(), pixels),
+                   "restored": scores_from_sse((restored - x).pow(2).flatten(1).sum(1).double(), pixels)}
+        judge = judge_for(*load_full(cfg.data), progress=progress)
+        if judge is not None:
+            metrics["corrupted"]["class_kept"] = judge.class_kept(noisy, test.labels)
+            metrics["restored"]["class_kept"] = judge.class_kept(restored, test.labels)
+        atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def restore_folder(run: str | Path, source: str | Path, dest: str | Path) -> tuple[list[Path], list[str]]:
+    """`aelab restore apply`: restore every PNG/JPEG in ``source`` with a trained restorer, writing PNGs of the
+    model's size to ``dest``; unreadable files are reported, the rest restored.  Returns (written, problems)."""
+    from PIL import Image
+
+    from aelab.data.sources import IMAGE_SUFFIXES, _read_image
+    from aelab.errors import DataError
+    from aelab.io import atomic_save
+
+    model, _, _ = load_trained(run)
+    source, dest = Path(source), Path(dest)
+    if not source.is_dir():
+        raise ConfigError(f"--in {source} is not a folder of images")
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"no PNG/JPEG images in {source}")
+    (h, w), channels = model.image_size, model.in_channels
+    if h != w:
+        raise ConfigError(f"restore apply needs a model of square images, this one takes {h}x{w}")
+    images, names, problems = [], [], []
+    for path in files:
+        try:
+            images.append(_read_image(path, h, channels))
+            names.append(path)
+        except DataError as e:
+            problems.append(str(e))
+    written = []
+    if images:
+        restored = reconstruct(model, to_float(np.stack(images)))
+        for path, img in zip(names, restored, strict=True):
+            arr = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+            pil = Image.fromarray(arr[0] if channels == 1 else arr.transpose(1, 2, 0))
+            target = dest / f"{path.stem}.png"
+            atomic_save(target, lambda tmp, pil=pil: pil.save(tmp, format="PNG"))
+            written.append(target)
+    return written, problems

@@ -66,16 +66,19 @@ def reconstruct(codec: Codec, x: torch.Tensor, batch_size: int = 1000) -> torch.
 
 
 @torch.no_grad()
-def reconstruction_scores(codec: Codec, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """MSE per pixel, the lecture's loss per image and mean PSNR of g(f(x)) for x: (N, C, H, W) in [0, 1].
+def reconstruction_scores(codec: Codec, x: torch.Tensor, batch_size: int = 1000,
+                          inputs: torch.Tensor | None = None) -> dict[str, float]:
+    """MSE per pixel, the lecture's loss per image and mean PSNR of g(f(inputs)) against x: (N, C, H, W) in
+    [0, 1]; inputs default to x (a restorer is scored on corrupted inputs against the clean x).
 
     Evaluated in batches on the codec's device; the model's mode and layout are restored afterwards.
     """
     sse = []                                                      # per-image sum of squared errors
+    inputs = x if inputs is None else inputs
     with evaluating(codec) as (dev, fmt):
-        for xb in x.split(batch_size):
+        for xb, ib in zip(x.split(batch_size), inputs.split(batch_size), strict=True):
             xb = xb.to(dev).contiguous(memory_format=fmt)
-            x_hat = codec.decode(codec.encode(xb))
+            x_hat = codec.decode(codec.encode(ib.to(dev).contiguous(memory_format=fmt)))
             sse.append((x_hat.float() - xb).pow(2).flatten(1).sum(1).double().cpu())
     return scores_from_sse(torch.cat(sse), x[0].numel())
 

@@ -73,19 +73,23 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Lecture loss per image and MSE per pixel of g(f(x)) on x: (N, C, H, W) (``metrics.reconstruction_scores``)."""
-    s = reconstruction_scores(model, x, batch_size)
+def evaluate_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+                  inputs: torch.Tensor | None = None) -> dict[str, float]:
+    """Lecture loss per image and MSE per pixel of g(f(inputs)) against x: (N, C, H, W); inputs default to x
+    (``metrics.reconstruction_scores``)."""
+    s = reconstruction_scores(model, x, batch_size, inputs)
     return {"loss": s["loss"], "mse": s["mse"]}
 
 
-def training_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's own objective when it defines one (a VAE's negative ELBO), else the lecture's loss."""
+def training_loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's own objective when it defines one (a VAE's negative ELBO), else the lecture's loss.
+
+    target: for restoration, the clean images that g(f(x)) of the corrupted x should give back."""
     if hasattr(model, "loss"):
         return model.loss(x)
     z = model.encode(x)
     output = model.decode(z)
-    return lecture_loss(output, x)
+    return lecture_loss(output, x if target is None else target)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -188,6 +192,8 @@ def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
     return model
 
 
+TEST_CORRUPTION_SEED = 10**6  # the fixed corruption of the test set (training batches use other seeds)
+
 # Settings a resume may change without changing what the finished epochs mean.
 ALWAYS_RESUMABLE = ("epochs", "eval_batch_size")
 
@@ -237,7 +243,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
 
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: TrainConfig,
         run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-        record: dict[str, Any] | None = None, allow_change=()) -> History:
+        record: dict[str, Any] | None = None, allow_change=(), corrupt=None) -> History:
     """Train ``model`` (encode/decode) on train_x: (N, C, H, W) in [0, 1]; evaluate on test_x each epoch.
 
     run_dir: where checkpoints go (none are written when None).  resume: continue from the newest
@@ -246,6 +252,9 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     differing train fields are in ``allow_change`` (then the new values apply, e.g. a new learning rate).
     The caller seeds the initial weights; ``fit`` seeds the data order and, per epoch, the RNG of everything
     random inside the epoch (with ``torch.random.fork_rng``: the caller's global RNG is left untouched).
+    corrupt: for a restoring autoencoder, ``corrupt(x, seed) -> x_tilde`` (``aelab.corruptions``); each batch
+    is corrupted afresh with a seed of (seed, epoch, step), the loss compares g(f(x_tilde)) with the clean x,
+    and the test set is corrupted once with a fixed seed.
     """
     from aelab import distributed
 
@@ -280,6 +289,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
 
         step_model = DistributedDataParallel(distributed.LossModule(model, training_loss))
     progress = progress and rank == 0
+    test_in = corrupt(test_x, TEST_CORRUPTION_SEED) if corrupt is not None else None
 
     model.train()
     for epoch in range(start, cfg.epochs):
@@ -289,9 +299,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                    leave=False, unit="batch")
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
-            running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir, step_model)
+            running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir, step_model,
+                                         corrupt, epoch_seed(cfg.seed, epoch))
         running, seen = distributed.all_sum([running, seen])
-        test = evaluate_loss(model, test_x, cfg.eval_batch_size)
+        test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
         if progress:
@@ -305,8 +316,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     return history
 
 
-def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir, step_model=None
-                 ) -> tuple[float, int]:
+def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir, step_model=None, corrupt=None,
+                 seed: int = 0) -> tuple[float, int]:
     """One pass over ``batches`` (index tensors); returns (sum of loss x batch size, samples seen).
 
     step_model: the DDP-wrapped objective when several processes train; each then takes its share of a batch.
@@ -321,7 +332,11 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
                 continue  # a last batch smaller than the number of processes: skipped by all of them
             idx = idx.tensor_split(n_proc)[rank]
         x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
-        loss = step_model(x) if step_model is not None else training_loss(model, x)
+        args = (x,)
+        if corrupt is not None:  # (corrupted input, clean target), corrupted afresh for every batch
+            noisy = corrupt(train_x[idx], seed * 100_003 + step)
+            args = (noisy.to(device, non_blocking=True).contiguous(memory_format=fmt), x)
+        loss = step_model(*args) if step_model is not None else training_loss(model, *args)
         value = loss.item()
         if n_proc > 1:  # every process stops together when any one diverges
             value = distributed.all_sum([value])[0] / n_proc
