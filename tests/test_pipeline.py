@@ -3,6 +3,7 @@ depends on it, an interrupted training stage resumes at its epoch with the same 
 has every section, checked in a real browser (Debian's chromium driven by Playwright)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,11 +14,9 @@ from aelab.cli import main
 from aelab.config import resolve
 from aelab.pipeline import plan_status, reproduce
 
-pytestmark = pytest.mark.xdist_group("pipeline")
-
 TINY = ["data.name=synthetic", "sweep.dims=2,4", "latent.dims=4", "latent.vaes=1@4", "latent.n_samples=100",
         "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12",
-        "decoders.families=transposed,resize-bilinear", "decoders.models=4x2", "decoders.n_train=500"]
+        "decoders.families=transposed,resize-bilinear", "decoders.models=4x2", "decoders.n_train=300"]
 
 
 def tiny(*more: str):
@@ -28,20 +27,28 @@ def statuses(results) -> dict[str, str]:
     return {r.name: r.status for r in results}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reproduce") / "run"
-    results = reproduce(tiny(), out, progress=False, echo=lambda s: None)
-    assert set(statuses(results).values()) == {"computed"}
-    return out
+    """One tiny reproduce, made once for the whole test session: xdist workers share it through a folder
+    beside their own temporary folders, the first one builds it under a file lock.  Tests only read it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-reproduce"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "report" / "index.html").exists():
+            results = reproduce(tiny(), shared, progress=False, echo=lambda s: None)
+            assert set(statuses(results).values()) == {"computed"}
+    return shared
 
 
-def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_dependants(run):
+def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_dependants(run, tmp_path):
+    run = Path(shutil.copytree(run, tmp_path / "run"))   # a copy: other tests read the shared run
     assert set(statuses(reproduce(tiny(), run, progress=False, echo=lambda s: None)).values()) == {"reused"}
     changed = statuses(reproduce(tiny("train.epochs=2"), run, progress=False, echo=lambda s: None))
     recomputed = {n for n, s in changed.items() if s == "computed"}
-    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report", "decoders", "ae-d4-n500",
-                          "ae-d4-s1-n500", "ae-d4-resize-bilinear-n500", "ae-d4-resize-bilinear-s1-n500"}
+    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report", "decoders", "ae-d4-n300",
+                          "ae-d4-s1-n300", "ae-d4-resize-bilinear-n300", "ae-d4-resize-bilinear-s1-n300"}
     # a latent-study setting touches neither the models nor the sweep
     changed = statuses(reproduce(tiny("latent.n_samples=50"), run, progress=False, echo=lambda s: None))
     assert {n for n, s in changed.items() if s == "computed"} == {"latent", "report"}
