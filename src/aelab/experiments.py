@@ -72,24 +72,36 @@ def model_label(cfg: ModelConfig) -> str:
 
 def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, train: Dataset,
                 test: Dataset, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
-                allow_change=()) -> tuple[torch.nn.Module, list[dict]]:
+                allow_change=(), corrupt=None) -> tuple[torch.nn.Module, list[dict]]:
     """Train one model into ``run_dir`` (run.json, a checkpoint per epoch); returns (model, per-epoch history).
 
     resume: continue from the newest checkpoint in ``run_dir`` (an interrupted run continues at its epoch);
-    allow_change: train fields a resume may change (see ``aelab.train.check_resume``).
+    allow_change: train fields a resume may change (see ``aelab.train.check_resume``);
+    corrupt: train a restorer on (corrupt(x), x) pairs (``aelab.corruptions``), recorded with the run.
     """
     run_dir = Path(run_dir)
     model = build_model(model_cfg, train.shape, train_cfg.seed)
     config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "data": to_dict(data_cfg),
               "effective_spec": ",".join(map(str, model.spec))}  # the last layer carries d
+    if corrupt is not None:
+        config["corruption"] = str(corrupt)
     hashes = data_hashes(data_cfg, train, test)
     from aelab import distributed
 
     if distributed.is_main() and not (resume and (run_dir / "run.json").exists()):  # a resumed run keeps its record
         record(run_dir, config=config, seed=train_cfg.seed, data=hashes)
     history = fit(model, to_float(train.images), to_float(test.images), train_cfg, run_dir, resume=resume,
-                  progress=progress, record={"config": config, "data": hashes}, allow_change=allow_change)
+                  progress=progress, record={"config": config, "data": hashes}, allow_change=allow_change,
+                  corrupt=corrupt)
     return model.cpu().eval(), history.epochs
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """A training --out must be a folder, and a new run must not overwrite another's checkpoints."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
+    if not resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+        raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
 
 
 def read_run_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig, DataConfig]:
@@ -284,8 +296,7 @@ def train_and_score(cfg, out: str | Path, *, resume: bool = False, progress: boo
     train, test = load_splits(cfg.data)
     main = not distributed.requested() or os.environ.get("RANK", "0") == "0"
     with RunLock(out) if main else nullcontext():  # under torchrun, rank 0 holds the folder for all
-        if not resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
-            raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+        check_out(out, resume)
         model, history = train_model(cfg.model, cfg.train, cfg.data, train, test, out, resume=resume,
                                      progress=progress, allow_change=allow_change)
         if not main:
@@ -447,22 +458,15 @@ def train_restorer(cfg, corruption: str, out: str | Path, *, resume: bool = Fals
         raise ConfigError("restoring models are autoencoders: use --model ae")
     out = Path(out)
     train, test = load_splits(cfg.data)
-    model = build_model(cfg.model, train.shape, cfg.train.seed)
-    config = {"model": to_dict(cfg.model), "train": to_dict(cfg.train), "data": to_dict(cfg.data),
-              "effective_spec": ",".join(map(str, model.spec)), "corruption": str(corrupt)}
-    hashes = data_hashes(cfg.data, train, test)
     with RunLock(out):
-        if not resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
-            raise ConfigError(f"{out} already holds checkpoints; pass --resume or choose another --out")
-        if not (resume and (out / "run.json").exists()):
-            record(out, config=config, seed=cfg.train.seed, data=hashes)
-        history = fit(model, to_float(train.images), to_float(test.images), cfg.train, out, resume=resume,
-                      progress=progress, record={"config": config, "data": hashes}, corrupt=corrupt)
+        check_out(out, resume)
+        model, history = train_model(cfg.model, cfg.train, cfg.data, train, test, out, resume=resume,
+                                     progress=progress, corrupt=corrupt)
         x = to_float(test.images)
         noisy = corrupt(x, TEST_CORRUPTION_SEED)
-        restored = reconstruct(model.cpu().eval(), noisy)
+        restored = reconstruct(model, noisy)
         pixels = x[0].numel()
-        metrics = {"corruption": str(corrupt), "epochs": len(history.epochs), "history": history.epochs,
+        metrics = {"corruption": str(corrupt), "epochs": len(history), "history": history,
                    "corrupted": scores_from_sse((noisy.clamp(0, 1) - x).pow(2).flatten(1).sum(1).double(), pixels),
                    "restored": scores_from_sse((restored - x).pow(2).flatten(1).sum(1).double(), pixels)}
         judge = judge_for(*load_full(cfg.data), progress=progress)

@@ -208,8 +208,9 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     changed = [k for k in new if k in old and old[k] != new[k] and k not in ALWAYS_RESUMABLE]
     allowed = {a.removeprefix("train.") for a in allow_change}
     refused = [k for k in changed if k not in allowed]
-    before = {k: (rec.get("config") or {}).get(k) for k in ("model", "data", "effective_spec")}
-    now = {k: (record.get("config") or {}).get(k) for k in ("model", "data", "effective_spec")}
+    fixed = ("model", "data", "effective_spec", "corruption")
+    before = {k: (rec.get("config") or {}).get(k) for k in fixed}
+    now = {k: (record.get("config") or {}).get(k) for k in fixed}
     differs = [k for k in before if before[k] is not None and now[k] is not None and before[k] != now[k]]
     if rec.get("data") and record.get("data") and rec["data"] != record["data"]:
         differs.append("data content (sha256)")
