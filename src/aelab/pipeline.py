@@ -169,10 +169,10 @@ def sweep_stage(cfg: Config) -> Stage:
         judge = _judge(ctx)
         aes = {d: _model(ctx, models[d], train.shape) for d in dims}
         histories = {d: read_json(ctx.inputs[models[d]] / "metrics.json")["history"] for d in dims}
-        rows = sweep_rows(dims, aes, histories, _pcas(ctx, dims), test, judge)
+        pcas = _pcas(ctx, dims)  # read once, used for the table and the figures
+        rows = sweep_rows(dims, aes, histories, pcas, test, judge)
         write_table(ctx.out, "results", rows, SWEEP_COLUMNS, SWEEP_FORMAT)
         x_show = to_float(test.images[: cfg.sweep.n_show])
-        pcas = _pcas(ctx, dims)
         figures = [curve_figure(ctx.out, rows, judge is not None)]
         for d in dims:
             cnn, pca = (next(r for r in rows if r["d"] == d and r["model"] == m) for m in ("CNN", "PCA"))
