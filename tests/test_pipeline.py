@@ -16,7 +16,9 @@ from aelab.pipeline import plan_status, reproduce
 
 TINY = ["data.name=synthetic", "sweep.dims=2,4", "latent.dims=4", "latent.vaes=1@4", "latent.n_samples=100",
         "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12",
-        "decoders.families=transposed,resize-bilinear", "decoders.models=4x2", "decoders.n_train=300"]
+        "decoders.families=transposed,resize-bilinear", "decoders.models=4x2", "decoders.n_train=300",
+        "restore.datasets=synthetic", "restore.corruptions=noise:0.5", "restore.levels=noise:0.5,rect:0.25",
+        "restore.d=4", "restore.n_val=50", "restore.n_show=12", "restore.n_train=none", "restore.n_test=none"]
 
 
 def tiny(*more: str):
@@ -48,7 +50,8 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
     changed = statuses(reproduce(tiny("train.epochs=2"), run, progress=False, echo=lambda s: None))
     recomputed = {n for n, s in changed.items() if s == "computed"}
     assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report", "decoders", "ae-d4-n300",
-                          "ae-d4-s1-n300", "ae-d4-resize-bilinear-n300", "ae-d4-resize-bilinear-s1-n300"}
+                          "ae-d4-s1-n300", "ae-d4-resize-bilinear-n300", "ae-d4-resize-bilinear-s1-n300",
+                          "restore-synthetic-noise0.5", "restore-synthetic-blind", "restoration"}
     # a latent-study setting touches neither the models nor the sweep
     changed = statuses(reproduce(tiny("latent.n_samples=50"), run, progress=False, echo=lambda s: None))
     assert {n for n, s in changed.items() if s == "computed"} == {"latent", "report"}
@@ -58,7 +61,8 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
 
 def test_report_has_every_section_with_figures_and_numbers(run):
     html = (run / "report" / "index.html").read_text()
-    for section in ("data", "ops", "model", "sweep", "interpolation", "sampling", "decoders", "training", "run"):
+    for section in ("data", "ops", "model", "sweep", "interpolation", "sampling", "decoders", "restoration", "training",
+                    "run"):
         assert f'id="{section}"' in html
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     rows = metrics["stages"]["sweep"]["rows"]
@@ -74,6 +78,17 @@ def test_report_has_every_section_with_figures_and_numbers(run):
     assert len(figures) >= 12 and all(f.stat().st_size > 1000 for f in figures)
     md = (run / "report" / "results.md").read_text()
     assert "aelab reproduce --preset quick" in md and "| 4 | CNN |" in md
+    # restoration: each level has the methods meant for it, the blind model everywhere, the specialised one where
+    # it was trained; every score is on the page and in results.md
+    rs = metrics["stages"]["restoration"]
+    methods = {c: [r["method"] for r in rs["rows"] if r["corruption"] == c] for c in ("noise:0.5", "rect:0.25")}
+    assert methods["noise:0.5"] == ["corrupted", "median", "gaussian", "tv", "wavelet", "nl-means", "pca",
+                                    "specialised AE", "blind AE"]
+    assert methods["rect:0.25"] == ["corrupted", "biharmonic", "pca", "blind AE"]
+    for r in rs["rows"]:
+        assert f"{r['psnr']:.2f}" in html and f"{r['psnr']:.2f}" in md and 0 <= r["ssim"] <= 1
+    assert "## Restoration" in md and "### synthetic" in md
+    assert any("restore-synthetic-noise0.5" in f for f in map(str, figures))
 
 
 def test_report_renders_in_chromium(run, tmp_path):

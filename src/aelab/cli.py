@@ -310,7 +310,8 @@ def sample_cmd(cfg, run: Annotated[Path, typer.Option("--run", help="A finished 
 
 
 # --------------------------------------------------------------------------- restoration
-restore_app = typer.Typer(help="Restoration: corruptions (and, next, restoring autoencoders).", no_args_is_help=True)
+restore_app = typer.Typer(help="Restoration: corruptions, restoring autoencoders, the study against classical "
+                                "baselines.", no_args_is_help=True)
 app.add_typer(restore_app, name="restore")
 
 
@@ -352,6 +353,14 @@ def restore_train(cfg, out: Out, corruption: Annotated[str, typer.Option(
         kept = f"  class kept {s['class_kept']:.4f}" if "class_kept" in s else ""
         typer.echo(f"{name:9s}: mse {s['mse']:.5f}  psnr {s['psnr']:.2f} dB{kept}")
     typer.echo(f"wrote {out}/metrics.json and checkpoints in {out}/checkpoints")
+
+
+@restore_app.command("study")
+@with_config("data", "train", "model")
+def restore_study(cfg, out: Out = Path("runs/restore"), quiet: Quiet = False) -> None:
+    """Specialised and blind restoring autoencoders against classical baselines on every corruption level
+    ([restore] in the configuration): the restoration stages of `aelab reproduce` (cached in --out)."""
+    _study(cfg, out, "restore", None, "restoration", "restoration-summary.md", quiet)
 
 
 @restore_app.command("apply")

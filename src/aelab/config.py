@@ -7,6 +7,7 @@
       sweep   SweepConfig    the d-sweep: CNN vs PCA at each d
       latent  LatentConfig   interpolation and sampling: densities, VAEs, sample counts
       decoders DecodersConfig the decoder families compared
+      restore RestoreConfig  restoring autoencoders against classical baselines
       ops     OpsConfig      the operator figures
 
 A value that cannot work (batch size 0, a negative learning rate, an empty list of d, an unknown density,
@@ -241,6 +242,58 @@ class DecodersConfig:
         return tuple(parse_runs(t) for t in self.models)
 
 
+RESTORE_CORRUPTIONS = ("noise:0.5", "saltpepper:0.2", "rect:0.25", "down:2", "down:4", "blur:1.5",
+                       "rect:0.15+noise:0.2")
+RESTORE_LEVELS = ("noise:0.25", "noise:0.5", "noise:0.75", "noise-raw:0.5", "saltpepper:0.1", "saltpepper:0.2",
+                  "saltpepper:0.4", "rect:0.15", "rect:0.25", "rect:0.4", "down:2", "down:4", "blur:1", "blur:1.5",
+                  "blur:2.5", "rect:0.15+noise:0.2")
+
+
+def _corruptions(name: str, values: tuple[str, ...], allow_blind: bool = False) -> None:
+    from aelab.corruptions import parse
+
+    if not values:
+        _fail("restore", name, [], "give at least one corruption, e.g. [\"noise:0.5\"]")
+    for text in values:
+        if text == "blind" and not allow_blind:
+            _fail("restore", name, text, "blind is its own model: set restore.blind = true")
+        try:
+            parse(text)
+        except ConfigError as e:
+            raise ConfigError(f"restore.{name}: {e}") from None
+    if len(set(values)) != len(values):
+        _fail("restore", name, list(values), "each corruption once")
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    datasets: tuple[str, ...] = _f((), "Datasets of the restoration study (default: data.name only).")
+    corruptions: tuple[str, ...] = _f(RESTORE_CORRUPTIONS, "One specialised restoring autoencoder per corruption "
+                                                           "(aelab.corruptions syntax).")
+    blind: bool = _f(True, "Also train the blind restorer (each image gets one corruption of every kind at random).")
+    levels: tuple[str, ...] = _f(RESTORE_LEVELS, "Corruptions and levels every method is scored on.")
+    d: int = _f(32, "Latent channels of the restoring autoencoders.")
+    epochs: int | None = _f(None, "Training epochs of each restorer (default: train.epochs).")
+    n_train: int | None = _f(None, "Train restorers on the first N images (default: data.n_train).")
+    n_test: int | None = _f(None, "Score on the first N test images (default: all).")
+    n_val: int = _f(500, "Held-out training images (the last N) on which each baseline's parameter is chosen.")
+    n_show: int = _f(36, "Test digits in each restoration figure (rows: corrupted, each method, clean).")
+
+    def __post_init__(self) -> None:
+        from aelab.data import SOURCES
+
+        for name in self.datasets:
+            _one_of("restore", "datasets", name, sorted(SOURCES))
+        _corruptions("corruptions", self.corruptions)
+        _corruptions("levels", self.levels)
+        _int_at_least("restore", "d", self.d, 1)
+        _int_at_least("restore", "epochs", self.epochs, 1, none_ok=True)
+        _int_at_least("restore", "n_train", self.n_train, 1, none_ok=True)
+        _int_at_least("restore", "n_test", self.n_test, 1, none_ok=True)
+        _int_at_least("restore", "n_val", self.n_val, 10)
+        _int_at_least("restore", "n_show", self.n_show, 1)
+
+
 @dataclass(frozen=True)
 class OpsConfig:
     kernel: int = _f(4, "Kernel of the checkerboard study (coverage maps, upsamplers).")
@@ -261,13 +314,14 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
     decoders: DecodersConfig = field(default_factory=DecodersConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     preset: str = "lecture"
 
 
 SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "preset"}
 SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sweep": SweepConfig,
-                   "latent": LatentConfig, "decoders": DecodersConfig, "ops": OpsConfig}
+                   "latent": LatentConfig, "decoders": DecodersConfig, "restore": RestoreConfig, "ops": OpsConfig}
 
 
 # --------------------------------------------------------------------------- dict <-> dataclass

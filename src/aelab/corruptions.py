@@ -88,6 +88,9 @@ KINDS: dict[str, Kind] = {
 }
 
 
+OCCLUDING = ("rect", "saltpepper")  # steps that overwrite pixels (an inpainting method may be told where)
+
+
 @dataclass(frozen=True)
 class Corruption:
     """A chain of (name, parameter); ``corruption(x, seed)`` -> corrupted copy of x: (N, C, H, W)."""
@@ -102,6 +105,23 @@ class Corruption:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
             y = KINDS[name].apply(y, value, gen)
         return y
+
+    def known_mask(self, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor | None:
+        """The pixels that the occluding steps (rect, saltpepper) of ``self(x, seed)`` overwrote, for an x of
+        ``shape``: what an inpainting method is told (the draws do not depend on x, so a constant image
+        replays them).  None when no step occludes."""
+        mask = None
+        for i, (name, value) in enumerate(self.steps):
+            if name in OCCLUDING:
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+                probe = torch.full(shape, 0.5)
+                hit = KINDS[name].apply(probe, value, gen) != 0.5
+                mask = hit if mask is None else mask | hit
+        return mask
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.steps)
 
     def __str__(self) -> str:
         return "+".join(f"{name}:{value:g}" for name, value in self.steps)

@@ -46,6 +46,14 @@ class PCA:
         x = (np.asarray(z, dtype=np.float64) @ self.components_ + self.mean_).astype(np.float32)
         return torch.from_numpy(x).view(len(x), *self.image_shape_)
 
+    def truncate(self, d: int) -> PCA:
+        """The same PCA keeping only its top d directions (components are sorted by explained variance)."""
+        if not 1 <= d <= self.d:
+            raise ValueError(f"truncate to d = {d}: this PCA has {self.d} components")
+        out = PCA(d, self.seed)
+        out.mean_, out.components_, out.image_shape_ = self.mean_, self.components_[:d], self.image_shape_
+        return out
+
     def save(self, path: str | Path) -> None:
         """The fitted mean and components as safetensors (float64), atomically."""
         from safetensors.numpy import save_file

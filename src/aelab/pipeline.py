@@ -127,17 +127,24 @@ def evaluator_stage(cfg: Config) -> Stage:
 
 
 def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data: DataConfig | None = None,
-                name: str | None = None) -> Stage:
-    """Train model ``m`` with ``tc`` (default cfg.train) on ``data`` (default cfg.data)."""
+                name: str | None = None, corruption: str | None = None) -> Stage:
+    """Train model ``m`` with ``tc`` (default cfg.train) on ``data`` (default cfg.data); with a corruption
+    (``aelab.corruptions``), a restorer on (corrupted x, clean x) pairs."""
     tc, data = tc or cfg.train, data or cfg.data
     name = name or model_stage_name(m)
+    corrupt = None
+    if corruption is not None:
+        from aelab.corruptions import parse
+
+        corrupt = parse(corruption)
 
     def run(ctx: Context) -> dict:
         train, test = _splits(ctx, cfg, data)
         if ctx.progress:
             print(f"  training {model_label(m)} d = {m.d} ({m.decoder} decoder, seed {tc.seed}): {tc.epochs} "
                   f"epoch(s) on {len(train)} images")
-        _, history = train_model(m, tc, data, train, test, ctx.out, resume=True, progress=ctx.progress)
+        _, history = train_model(m, tc, data, train, test, ctx.out, resume=True, progress=ctx.progress,
+                                 corrupt=corrupt)
         for old in sorted((ctx.out / "checkpoints").glob("epoch-*.json"))[:-1]:  # keep the final checkpoint
             old.with_suffix(".safetensors").unlink(missing_ok=True)
             old.unlink()
@@ -146,8 +153,10 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
 
     from aelab.models.decoders import VERSIONS
 
-    return Stage(name, run, {"model": to_dict(m), "train": to_dict(tc), "data": to_dict(data)},
-                 needs=("data",), resumable=True, version=VERSIONS[m.decoder])
+    key = {"model": to_dict(m), "train": to_dict(tc), "data": to_dict(data)}
+    if corruption is not None:
+        key["corruption"] = corruption
+    return Stage(name, run, key, needs=("data",), resumable=True, version=VERSIONS[m.decoder])
 
 
 def pca_stage(cfg: Config, dims: list[int]) -> Stage:
@@ -291,9 +300,12 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int]) -> li
         if name not in planned:  # the names encode every difference, so a shared name is the same model
             trainers.append(train_stage(cfg, m, tc, data, name))
             planned.add(name)
+    restorers = restore_models(cfg)
+    trainers += [train_stage(cfg, m, tc, data, name, corruption) for name, (_, corruption, m, tc, data)
+                 in restorers.items()]
     stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *trainers, pca_stage(cfg, ae_dims), sweep_stage(cfg),
-              latent_stage(cfg), decoders_stage(cfg, study_models, shape), ops_stage(cfg),
-              model_table_stage(cfg, shape)]
+              latent_stage(cfg), decoders_stage(cfg, study_models, shape), restoration_stage(cfg, restorers),
+              ops_stage(cfg), model_table_stage(cfg, shape)]
     return stages + [report_stage(cfg, [s.name for s in stages])]
 
 
@@ -356,6 +368,73 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
 DECODER_FORMAT = {"mse": "{:.4f}", "psnr": "{:.2f}", "class_kept": "{:.4f}", "recon_stride_share": "{:.5f}",
                   "sample_stride_share": "{:.5f}", "sample_fid": "{:.1f}", "init_stride_share": "{:.4f}",
                   "coverage_score": "{:.3f}", "macs": "{:,}", "params": "{:,}", "seconds_per_epoch": "{:.1f}"}
+
+
+def restore_datasets(cfg: Config) -> tuple[str, ...]:
+    return cfg.restore.datasets or (cfg.data.name,)
+
+
+def restore_data(cfg: Config, name: str) -> DataConfig:
+    """The data of the restoration study on dataset ``name`` (the run's own data settings when it is data.name)."""
+    base = cfg.data if name == cfg.data.name else DataConfig(name=name)
+    return dataclasses.replace(base, n_train=cfg.restore.n_train or cfg.data.n_train, n_test=cfg.restore.n_test)
+
+
+def restore_models(cfg: Config) -> dict[str, tuple[str, str, ModelConfig, TrainConfig, DataConfig]]:
+    """stage name -> (dataset, corruption, model, train, data) of every restorer: one per corruption and dataset,
+    and the blind one (stage names: restore-mnist-noise0.5, restore-mnist-blind, ...)."""
+    from aelab.restoration import slug
+
+    r = cfg.restore
+    m = dataclasses.replace(cfg.model, kind="ae", d=r.d, beta=1.0)
+    tc = dataclasses.replace(cfg.train, epochs=r.epochs or cfg.train.epochs)
+    out = {}
+    for ds in restore_datasets(cfg):
+        for corruption in (*r.corruptions, *(("blind",) if r.blind else ())):
+            name = f"restore-{ds}-{slug(corruption)}" + (f"-{m.decoder}" if m.decoder != "transposed" else "")
+            out[name] = (ds, corruption, m, tc, restore_data(cfg, ds))
+    return out
+
+
+def restoration_stage(cfg: Config, models: dict) -> Stage:
+    from aelab.restoration import SSIM_SETTINGS, study, summarise
+
+    r = cfg.restore
+
+    def run(ctx: Context) -> dict:
+        from aelab.evaluator import judge_for
+        from aelab.experiments import load_full
+
+        rows, figures, info = [], [], {}
+        for ds in restore_datasets(cfg):
+            data = restore_data(cfg, ds)
+            train, test = _splits(ctx, cfg, data)
+            judge = judge_for(*load_full(data), progress=ctx.progress)
+            trained = {corruption: _model(ctx, name, train.shape)
+                       for name, (d, corruption, *_) in models.items() if d == ds}
+            ds_rows, ds_figures = study(ds, r.levels, r.corruptions, train, test, trained, judge, ctx.out,
+                                        n_val=r.n_val, n_show=r.n_show, progress=ctx.progress)
+            rows += ds_rows
+            figures += ds_figures
+            info[ds] = {"n_train": len(train), "n_test": len(test),
+                        "classifier_accuracy": judge.accuracy if judge else None}
+        summary = summarise(rows)
+        write_table(ctx.out, "restoration", rows, RESTORE_COLUMNS, RESTORE_FORMAT)
+        write_table(ctx.out, "restoration-summary", summary, tuple(summary[0]), RESTORE_FORMAT)
+        write_manifest(ctx.out, "restoration", figures)
+        return {"rows": rows, "summary": summary, "datasets": info, "ssim": SSIM_SETTINGS,
+                "epochs": r.epochs or cfg.train.epochs, "d": r.d, "decoder": cfg.model.decoder,
+                "corruptions": list(r.corruptions), "blind": r.blind}
+
+    key = {"restore": to_dict(r), "data": {ds: to_dict(restore_data(cfg, ds)) for ds in restore_datasets(cfg)}}
+    return Stage("restoration", run, key, needs=("data", *models), version=1)
+
+
+RESTORE_COLUMNS = ("dataset", "corruption", "method", "param", "psnr", "ssim", "class_kept", "mse", "seconds",
+                   "trained_on")
+RESTORE_FORMAT = {"psnr": "{:.2f}", "ssim": "{:.3f}", "class_kept": "{:.3f}", "mse": "{:.4f}", "seconds": "{:.1f}",
+                  **{f"{w}_{m}": f for w in ("input", "best", "specialised", "blind")
+                     for m, f in (("psnr", "{:.2f}"), ("ssim", "{:.3f}"), ("class_kept", "{:.3f}"))}}
 
 
 def report_stage(cfg: Config, needs: list[str]) -> Stage:

@@ -84,6 +84,31 @@ def facts(stages: dict[str, Any]) -> dict[str, Any]:
         out["best_density"] = best
         entropies = [r["class_entropy"] for r in latent if "class_entropy" in r and r["model"] != "test images"]
         out["entropy_range"] = (min(entropies), max(entropies)) if entropies else None
+    summary = stages.get("restoration", {}).get("metrics", {}).get("summary", [])
+    if summary:
+        out["restoration"] = restoration_facts(summary)
+    return out
+
+
+def restoration_facts(summary: list[dict]) -> dict[str, Any]:
+    """Per dataset and model (specialised, blind): the levels where it beats the best classical method on every
+    score, on some, on none; and the blind model's PSNR minus the specialised one's, level by level."""
+    out: dict[str, Any] = {}
+    for ds in dict.fromkeys(r["dataset"] for r in summary):
+        rows = [r for r in summary if r["dataset"] == ds]
+        f: dict[str, Any] = {}
+        for role in ("specialised", "blind"):
+            scored = [r for r in rows if r.get(f"{role}_psnr") is not None]
+            marks = {r["corruption"]: [k for k in ("psnr", "ssim", "class_kept") if r.get(f"{role}_beats_{k}") == "yes"]
+                     for r in scored}
+            n_scores = {r["corruption"]: sum(f"{role}_beats_{k}" in r for k in ("psnr", "ssim", "class_kept"))
+                        for r in scored}
+            f[role] = {"all": [c for c, m in marks.items() if len(m) == n_scores[c]],
+                       "some": [c for c, m in marks.items() if 0 < len(m) < n_scores[c]],
+                       "none": [c for c, m in marks.items() if not m]}
+        f["blind_minus_specialised"] = {r["corruption"]: r["blind_psnr"] - r["specialised_psnr"] for r in rows
+                                        if r.get("blind_psnr") is not None and r.get("specialised_psnr") is not None}
+        out[ds] = f
     return out
 
 
