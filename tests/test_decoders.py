@@ -77,3 +77,20 @@ def test_every_decoder_can_draw_a_shape_from_a_1x1_latent(decoder):
     with torch.no_grad():
         out = model.decode(torch.randn(4, 8))
     assert (out.flatten(1).std(1) > 1e-4).all()
+
+
+def test_a_transposed_decoder_ending_in_kernel_3_stride_2_starts_with_a_grid_the_resize_families_lack(mnist_test):
+    """The issue's claim, measured on real digits: untrained, the transposed decoder whose last upsampling layer has
+    a kernel not divisible by its stride puts several times more power at the stride-2 frequency than the resize
+    families; with the lecture's spec (last upsampling kernel 4, stride 2: even coverage) it does not stand out."""
+    from aelab.data import to_float
+    from aelab.experiments import untrained_grid
+
+    x = to_float(mnist_test.images[:200])
+    odd, lecture = "32:5:1,32:3:2,32:3:2,8:5:1", "32:5:1,32:5:1,32:4:2,32:3:2,8:4:1"
+    rows = untrained_grid(("transposed", "resize-nearest", "resize-bilinear"), (odd, lecture), 8, x, seeds=5)
+    share = {(r["spec"], r["family"]): r["init_share"] for r in rows}
+    assert {(r["last_kernel"], r["last_stride"]) for r in rows if r["spec"] == odd} == {(3, 2)}
+    resize_odd = max(share[odd, "resize-nearest"], share[odd, "resize-bilinear"])
+    assert share[odd, "transposed"] > 2 * resize_odd
+    assert share[lecture, "transposed"] < 2 * max(share[lecture, "resize-nearest"], share[lecture, "resize-bilinear"])

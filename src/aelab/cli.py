@@ -160,8 +160,16 @@ def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="R
             typer.echo(f"{name:32s} {status:8s} {path}")
         return
     results = reproduce(cfg, out, progress=not quiet, echo=typer.echo)
-    _echo_summary(results)
-    typer.echo(f"\nreport: {out / 'report' / 'index.html'}")
+    if _is_main():
+        _echo_summary(results)
+        typer.echo(f"\nreport: {out / 'report' / 'index.html'}")
+
+
+def _is_main() -> bool:
+    """False in the processes of a torchrun group other than rank 0 (rank 0 reports)."""
+    from aelab import distributed
+
+    return distributed.is_main()
 
 
 @app.command("demo")
@@ -245,6 +253,8 @@ def _study(cfg, out: Path, section: str, dims: str | None, stage: str, table: st
 
     cfg = override(cfg, section, dims=dims) if dims else cfg
     results = reproduce(cfg, out, progress=not quiet, echo=typer.echo, targets=(stage,))
+    if not _is_main():
+        return
     folder = next(r for r in results if r.name == stage).path
     typer.echo((folder / table).read_text())
     typer.echo(f"tables and figures in {folder}")

@@ -128,8 +128,19 @@ class TrainConfig:
     channels_last: bool = _f(True, "channels_last memory format on CPU (faster convolutions, same results "
                                    "up to rounding).")
     eval_batch_size: int = _f(1000, "Batch size of the per-epoch test evaluation.")
+    schedule: str = _f("constant", "Learning-rate schedule: constant (the lecture's) or onecycle (warm-up to lr, "
+                                   "cosine down; see aelab.recipe).")
+    lr_scaling: str = _f("none", "none: lr as given; sqrt: lr is the rate at batch 100, batch B uses "
+                                 "lr*sqrt(B/100).")
+    precision: str = _f("fp32", "fp32, bf16 (autocast, fp32 weights) or auto (bf16 only where a short "
+                                "measurement shows it faster; recorded in run.json).")
 
     def __post_init__(self) -> None:
+        from aelab.recipe import LR_SCALINGS, PRECISIONS, SCHEDULES
+
+        _one_of("train", "schedule", self.schedule, SCHEDULES)
+        _one_of("train", "lr_scaling", self.lr_scaling, LR_SCALINGS)
+        _one_of("train", "precision", self.precision, PRECISIONS)
         _int_at_least("train", "epochs", self.epochs, 1)
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)
@@ -222,9 +233,21 @@ class DecodersConfig:
     models: tuple[str, ...] = _f(("8x3", "16x1"), "Latent sizes and seeds per family: DxSEEDS, e.g. 8x3.")
     n_train: int | None = _f(None, "Train the study's models on the first N images (default: data.n_train).")
     n_show: int = _f(6, "Test digits in the zoomed reconstruction figure.")
+    init_specs: tuple[str, ...] = _f(("32:5:1,32:3:2,32:3:2,8:5:1",),
+                                     "Other encoder specs whose untrained decoders are compared with the model's "
+                                     "(the default ends the decoder with a kernel-3, stride-2 layer).")
+    init_seeds: int = _f(5, "Initialisations averaged in the untrained-decoder comparison.")
 
     def __post_init__(self) -> None:
+        from aelab.models.autoencoder import parse_spec
         from aelab.models.decoders import DECODERS
+
+        for spec in self.init_specs:
+            try:
+                parse_spec(spec)
+            except ConfigError as e:
+                raise ConfigError(f"decoders.init_specs: {e}") from None
+        _int_at_least("decoders", "init_seeds", self.init_seeds, 1)
 
         if not self.families:
             _fail("decoders", "families", [], f"give at least one of {', '.join(DECODERS)}")

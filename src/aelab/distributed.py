@@ -32,7 +32,10 @@ def requested() -> bool:
 def init_from_env(device: torch.device) -> tuple[int, int]:
     """Join the process group that torchrun describes (once); returns (rank, world size)."""
     if requested() and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        import datetime
+
+        # under `reproduce`, the other processes wait at a barrier while rank 0 runs a long evaluation stage
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
     return world()
 
 

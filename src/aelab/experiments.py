@@ -93,6 +93,10 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     history = fit(model, to_float(train.images), to_float(test.images), train_cfg, run_dir, resume=resume,
                   progress=progress, record={"config": config, "data": hashes}, allow_change=allow_change,
                   corrupt=corrupt)
+    if distributed.is_main() and (run_dir / "run.json").exists():
+        from aelab.runs import amend
+
+        amend(run_dir, precision=history.precision)
     return model.cpu().eval(), history.epochs
 
 
@@ -390,6 +394,31 @@ def decoder_row(model, untrained, history: list[dict], train: Dataset, test: Dat
     row.update(params=sum(r.params for r in decoder_rows), macs=sum(r.macs for r in decoder_rows),
                seconds_per_epoch=float(np.median([e["seconds"] for e in history])))
     return row
+
+
+def untrained_grid(families, specs, d: int, x: torch.Tensor, seeds: int) -> list[dict]:
+    """Does a family start with a grid?  The stride-2 power share of each untrained model's output g(f(x)),
+    mean and spread over ``seeds`` initialisations, for each encoder spec (its decoder mirrors it).
+
+    x: (N, C, H, W) test images.  A spec the images' size does not admit is reported, not raised."""
+    from aelab.ops.artefacts import stride_power_share
+
+    rows = []
+    for spec in specs:
+        for family in families:
+            m = ModelConfig(d=d, spec=spec, decoder=family)
+            try:
+                shares = [stride_power_share(_flat_images(reconstruct(build_model(m, tuple(x.shape[1:]), s), x)), 2)
+                          for s in range(seeds)]
+            except ConfigError as e:
+                rows.append({"spec": spec, "family": family, "error": str(e)})
+                continue
+            layers = m.layers
+            last_up = next((layer for layer in layers if layer.stride > 1), None)  # the decoder mirrors it last
+            rows.append({"spec": spec, "family": family, "seeds": seeds, "last_kernel": last_up and last_up.kernel,
+                         "last_stride": last_up and last_up.stride, "init_share": float(np.mean(shares)),
+                         "init_share_sd": float(np.std(shares, ddof=1)) if seeds > 1 else 0.0})
+    return rows
 
 
 def summarise_decoders(rows: list[dict]) -> list[dict]:

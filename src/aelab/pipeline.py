@@ -145,6 +145,10 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
                   f"epoch(s) on {len(train)} images")
         _, history = train_model(m, tc, data, train, test, ctx.out, resume=True, progress=ctx.progress,
                                  corrupt=corrupt)
+        from aelab import distributed
+
+        if not distributed.is_main():  # rank 0 keeps the record
+            return {}
         for old in sorted((ctx.out / "checkpoints").glob("epoch-*.json"))[:-1]:  # keep the final checkpoint
             old.with_suffix(".safetensors").unlink(missing_ok=True)
             old.unlink()
@@ -156,7 +160,7 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
     key = {"model": to_dict(m), "train": to_dict(tc), "data": to_dict(data)}
     if corruption is not None:
         key["corruption"] = corruption
-    return Stage(name, run, key, needs=("data",), resumable=True, version=VERSIONS[m.decoder])
+    return Stage(name, run, key, needs=("data",), resumable=True, version=VERSIONS[m.decoder], collective=True)
 
 
 def pca_stage(cfg: Config, dims: list[int]) -> Stage:
@@ -331,6 +335,7 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         decoder_figures,
         decoder_row,
         summarise_decoders,
+        untrained_grid,
     )
 
     def run(ctx: Context) -> dict:
@@ -356,13 +361,15 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         atomic_write_json(ctx.out / "decoder-runs.json", rows)
         figures = decoder_figures(ctx.out, first, untrained, test, cfg.decoders.n_show)
         write_manifest(ctx.out, "decoders", figures)
-        return {"rows": summary, "runs": rows, "epochs": cfg.train.epochs,
+        grid = untrained_grid(cfg.decoders.families, dict.fromkeys((cfg.model.spec, *cfg.decoders.init_specs)),
+                              cfg.decoders.runs[0][0], to_float(test.images[:500]), cfg.decoders.init_seeds)
+        return {"rows": summary, "runs": rows, "epochs": cfg.train.epochs, "untrained": grid,
                 "n_train": len(_splits(ctx, cfg, next(iter(models.values()))[3])[0]),
                 "classifier_accuracy": judge.accuracy if judge else None}
 
     names = [v[0] for v in models.values()]
-    return Stage("decoders", run, {"decoders": to_dict(cfg.decoders), "latent_seed": cfg.latent.seed},
-                 needs=("data", "evaluator", *dict.fromkeys(names)))
+    return Stage("decoders", run, {"decoders": to_dict(cfg.decoders), "latent_seed": cfg.latent.seed,
+                                   "spec": cfg.model.spec}, needs=("data", "evaluator", *dict.fromkeys(names)))
 
 
 DECODER_FORMAT = {"mse": "{:.4f}", "psnr": "{:.2f}", "class_kept": "{:.4f}", "recon_stride_share": "{:.5f}",
@@ -501,11 +508,16 @@ def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Call
               targets=None) -> list[Result]:
     """Run (or reuse) the stages of ``cfg`` (all, or only ``targets`` and their needs) under ``out/stages``;
     with the report stage, copy the report to ``out/report``.  Writes out/config.toml, run.json, stages.json."""
+    from aelab import distributed
     from aelab.runs import RunLock
+    from aelab.train import resolve_device
 
     out = Path(out)
     t0 = time.perf_counter()
     stages, splits, hashes = _planned(cfg, targets)
+    distributed.init_from_env(resolve_device(cfg.train.device))  # under torchrun: training stages use every process
+    if not distributed.is_main():  # rank 0 holds the lock and writes; the others train with it
+        return run_stages(stages, out / "stages", progress=False, memo={f"splits:{cfg.data}": splits})
     with RunLock(out):
         atomic_write_text(out / "config.toml", to_toml(cfg))
         results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={f"splits:{cfg.data}": splits})

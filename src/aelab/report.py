@@ -117,6 +117,10 @@ def build_report(inputs: dict[str, Path], out: str | Path, info: dict[str, Any])
     out = Path(out)
     stages = collect(inputs, out)
     derived = facts(stages)
+    if "config" in info:
+        from aelab.recipe import describe
+
+        derived["recipe"] = describe(info["config"]["train"])
     metrics = {"info": info, "facts": derived, "stages": {n: s["metrics"] for n, s in stages.items()},
                "seconds": {n: s["stage"].get("seconds") for n, s in stages.items()}}
     atomic_write_json(out / "metrics.json", metrics)

@@ -56,6 +56,15 @@ def record(run_dir: str | Path, *, config: dict[str, Any], seed: int | None, dat
     return path
 
 
+def amend(run_dir: str | Path, name: str = "run.json", **fields: Any) -> Path:
+    """Add ``fields`` to an existing run record (e.g. the precision a training run measured and used)."""
+    import json
+
+    path = Path(run_dir) / name
+    atomic_write_json(path, {**json.loads(path.read_text()), **fields})
+    return path
+
+
 class RunLock:
     """One writer per run folder: ``with RunLock(folder): ...`` holds an exclusive lock on folder/.aelab.lock.
 

@@ -46,6 +46,7 @@ class Stage:
     needs: tuple[str, ...] = ()
     version: int = 1                   # bump when the stage's code changes what it writes
     resumable: bool = False            # keep the partial folder after an interruption (training)
+    collective: bool = False           # under torchrun every process runs it (training); else rank 0 alone
 
 
 @dataclass(frozen=True)
@@ -86,26 +87,42 @@ def is_complete(path: Path) -> bool:
 
 def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
                echo: Callable[[str], None] = print, memo: dict[str, Any] | None = None) -> list[Result]:
-    """Run every stage whose output is not complete in ``store``, reuse the rest; returns one Result each."""
+    """Run every stage whose output is not complete in ``store``, reuse the rest; returns one Result each.
+
+    Under torchrun (``aelab.distributed``) every process walks the same plan: a ``collective`` stage (training)
+    runs in all of them, any other in rank 0 alone; rank 0 alone writes and commits, and every process waits
+    for the commit before the next stage."""
+    from aelab import distributed
+
     store = Path(store)
     all_keys = keys(stages)
     paths = {s.name: stage_dir(store, s.name, all_keys[s.name]) for s in stages}
     memo = {} if memo is None else memo
+    main = distributed.is_main()
+    echo = echo if main else (lambda _text: None)
     results = []
     for i, s in enumerate(stages, 1):
         final = paths[s.name]
+        distributed.barrier()  # rank 0's last commit is visible to all before anyone looks
         if is_complete(final):
             seconds = json.loads((final / "stage.json").read_text()).get("seconds", 0.0)
             echo(f"[{i}/{len(stages)}] {s.name}: reused ({final})")
             results.append(Result(s.name, all_keys[s.name], final, "reused", seconds))
             continue
         partial = final.with_name(final.name + ".partial")
-        if partial.exists() and not s.resumable:
-            shutil.rmtree(partial)
-        resumed = partial.exists()
-        partial.mkdir(parents=True, exist_ok=True)
-        echo(f"[{i}/{len(stages)}] {s.name}: {'resuming' if resumed else 'computing'} -> {final}")
+        if main:
+            if partial.exists() and not s.resumable:
+                shutil.rmtree(partial)
+            resumed = partial.exists()
+            partial.mkdir(parents=True, exist_ok=True)
+            echo(f"[{i}/{len(stages)}] {s.name}: {'resuming' if resumed else 'computing'} -> {final}")
+        distributed.barrier()
         t0 = time.perf_counter()
+        if not main:
+            if s.collective:
+                s.run(Context(partial, {n: paths[n] for n in s.needs}, False, memo))
+            results.append(Result(s.name, all_keys[s.name], final, "computed", time.perf_counter() - t0))
+            continue
         metrics = s.run(Context(partial, {n: paths[n] for n in s.needs}, progress, memo))
         seconds = time.perf_counter() - t0
         atomic_write_json(partial / "metrics.json", metrics)
@@ -117,6 +134,7 @@ def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
         os.replace(partial, final)
         echo(f"[{i}/{len(stages)}] {s.name}: done in {seconds:.1f} s")
         results.append(Result(s.name, all_keys[s.name], final, "computed", seconds))
+    distributed.barrier()
     return results
 
 

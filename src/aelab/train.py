@@ -33,6 +33,7 @@ from aelab.config import TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
 from aelab.metrics import reconstruction_scores
+from aelab.recipe import autocast, effective_lr, lr_at
 from aelab.runs import environment
 
 
@@ -47,6 +48,7 @@ class History:
     pixel, and seconds."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
+    precision: dict[str, Any] = field(default_factory=dict)  # what ran, and why (``choose_precision``)
 
     @property
     def last(self) -> dict[str, float]:
@@ -205,7 +207,9 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     Model and data must match: resuming them into another architecture or dataset is another experiment.
     """
     old, new = rec.get("train_config", {}), asdict(cfg)
-    changed = [k for k in new if k in old and old[k] != new[k] and k not in ALWAYS_RESUMABLE]
+    # with a one-cycle schedule the number of epochs sets every step's learning rate: not free to change
+    free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else ("eval_batch_size",)
+    changed = [k for k in new if k in old and old[k] != new[k] and k not in free]
     allowed = {a.removeprefix("train.") for a in allow_change}
     refused = [k for k in changed if k not in allowed]
     fixed = ("model", "data", "effective_spec", "corruption")
@@ -266,9 +270,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                           "takes an equal share of every batch")
     fmt = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
     model.to(device).to(memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    peak = effective_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
+    optimizer = torch.optim.Adam(model.parameters(), lr=peak)
     history = History()
-    start = 0
+    start, precision = 0, None
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume:
         if run_dir is None:
@@ -277,12 +282,16 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         if meta is not None:
             check_resume(json.loads(meta.read_text()), cfg, record or {}, allow_change)  # before loading
             rec = load_checkpoint(meta, model, optimizer)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr  # equal to the checkpoint's unless a new lr was allowed
             model.to(memory_format=fmt)
             history.epochs = rec["history"]
             start = rec["epoch"]
-    record = {"train_config": asdict(cfg), **(record or {}), "environment": environment(), "processes": n_proc}
+            if cfg.precision == "auto" and (rec.get("precision") or {}).get("precision") in ("fp32", "bf16"):
+                precision = rec["precision"]  # a resumed run keeps the precision it was measured to need
+    if precision is None:
+        precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
+    history.precision = precision
+    record = {"train_config": asdict(cfg), **(record or {}), "environment": environment(), "processes": n_proc,
+              "precision": precision}
     devices = [device.index or 0] if device.type == "cuda" else []
     step_model = None
     if n_proc > 1:  # DDP averages the gradients of the processes' shares of each batch
@@ -291,6 +300,11 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         step_model = DistributedDataParallel(distributed.LossModule(model, training_loss))
     progress = progress and rank == 0
     test_in = corrupt(test_x, TEST_CORRUPTION_SEED) if corrupt is not None else None
+
+    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+
+    def lr_of(epoch: int, step: int) -> float:
+        return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
 
     model.train()
     for epoch in range(start, cfg.epochs):
@@ -301,7 +315,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
             running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir, step_model,
-                                         corrupt, epoch_seed(cfg.seed, epoch))
+                                         corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"])
         running, seen = distributed.all_sum([running, seen])
         test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
@@ -317,11 +331,28 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     return history
 
 
+def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int) -> dict:
+    """The precision of this run: as configured, or for "auto" measured on one batch (``aelab.recipe``); under
+    torchrun bf16 only when every process measured it faster."""
+    if cfg.precision != "auto":
+        return {"precision": cfg.precision, "reason": "set by train.precision"}
+    from aelab import distributed
+    from aelab.recipe import measure_precision
+
+    x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
+    choice = measure_precision(model, training_loss, x, device)
+    votes = distributed.all_sum([1.0 if choice["precision"] == "bf16" else 0.0])[0]
+    if choice["precision"] == "bf16" and votes < n_proc:
+        choice = {**choice, "precision": "fp32", "reason": choice["reason"] + "; not on every process: fp32"}
+    return choice
+
+
 def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir, step_model=None, corrupt=None,
-                 seed: int = 0) -> tuple[float, int]:
+                 seed: int = 0, lr_of=None, precision: str = "fp32") -> tuple[float, int]:
     """One pass over ``batches`` (index tensors); returns (sum of loss x batch size, samples seen).
 
     step_model: the DDP-wrapped objective when several processes train; each then takes its share of a batch.
+    lr_of(epoch, step): the learning rate of each step (``aelab.recipe.lr_at``); precision: fp32 or bf16.
     """
     from aelab import distributed
 
@@ -337,7 +368,8 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
         if corrupt is not None:  # (corrupted input, clean target), corrupted afresh for every batch
             noisy = corrupt(train_x[idx], seed * 100_003 + step)
             args = (noisy.to(device, non_blocking=True).contiguous(memory_format=fmt), x)
-        loss = step_model(*args) if step_model is not None else training_loss(model, *args)
+        with autocast(device, precision):
+            loss = step_model(*args) if step_model is not None else training_loss(model, *args)
         value = loss.item()
         if n_proc > 1:  # every process stops together when any one diverges
             value = distributed.all_sum([value])[0] / n_proc
@@ -345,6 +377,9 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
             last = latest_checkpoint(run_dir) if run_dir else None
             raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step}; "
                                    f"last good checkpoint: {last or 'none'}; lower the learning rate")
+        if lr_of is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_of(epoch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,106 @@
+"""How a model is trained fast: the learning-rate schedule, the batch-size rule and the precision policy.
+
+The lecture's recipe is Adam at a constant 1e-3, batch 100, fp32 (``--preset lecture``: schedule "constant",
+lr_scaling "none", precision "fp32").  The other settings are measured choices (docs/benchmarks.md):
+
+- ``schedule = "onecycle"``: the learning rate rises from lr/25 to lr over the first 30 % of the steps and anneals
+  to lr/25e4 (cosine) — torch.optim.lr_scheduler.OneCycleLR's defaults, without momentum cycling.  Computed
+  from the step number alone, so a resumed run continues exactly (no scheduler state to store).
+- ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
+  square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
+- ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
+  shows it faster than fp32 — on a CPU without native bf16 it is several times slower; the choice and its
+  timings are recorded with the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+
+import torch
+
+SCHEDULES = ("constant", "onecycle")
+LR_SCALINGS = ("none", "sqrt")
+PRECISIONS = ("auto", "fp32", "bf16")
+REFERENCE_BATCH = 100  # the lecture's batch: train.lr is the rate at this batch size
+BF16_MIN_SPEEDUP = 1.15  # below this, bf16's rounding is not worth it
+
+
+def effective_lr(lr: float, batch_size: int, scaling: str) -> float:
+    """The peak learning rate at ``batch_size`` for a rate ``lr`` stated at batch 100."""
+    return lr * math.sqrt(batch_size / REFERENCE_BATCH) if scaling == "sqrt" else lr
+
+
+def lr_at(peak: float, schedule: str, step: int, total: int, pct_start: float = 0.3, div_factor: float = 25.0,
+          final_div_factor: float = 1e4) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total``; one-cycle as OneCycleLR computes it."""
+    if schedule == "constant":
+        return peak
+    initial = peak / div_factor
+    final = initial / final_div_factor
+    up_end = float(pct_start * total) - 1
+
+    def anneal(start: float, end: float, pct: float) -> float:
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    if step <= up_end:
+        return anneal(initial, peak, step / up_end)
+    return anneal(peak, final, (step - up_end) / (total - 1 - up_end))
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's context: bf16 autocast (weights stay fp32) or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device,
+                      steps: int = 3) -> dict:
+    """Time forward + backward of ``loss_fn(model, x)`` in fp32 and under bf16 autocast (median of ``steps``
+    after one warm-up each); choose bf16 when it is at least ``BF16_MIN_SPEEDUP`` times faster.
+
+    Gradients are cleared afterwards and no weight changes; the global RNG is left as it was."""
+    times: dict[str, float] = {}
+    supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        for precision in ("fp32", "bf16") if supported else ("fp32",):
+            runs = []
+            for _ in range(steps + 1):
+                _sync(device)
+                t0 = time.perf_counter()
+                with autocast(device, precision):
+                    loss = loss_fn(model, x)
+                loss.backward()
+                _sync(device)
+                runs.append(time.perf_counter() - t0)
+            times[precision] = sorted(runs[1:])[len(runs[1:]) // 2]
+    model.zero_grad(set_to_none=True)
+    speedup = times["fp32"] / times["bf16"] if "bf16" in times else None
+    choice = "bf16" if speedup is not None and speedup >= BF16_MIN_SPEEDUP else "fp32"
+    reason = ("bf16 autocast not supported by this GPU" if speedup is None else
+              f"bf16 autocast {speedup:.2f}x the speed of fp32 on this {device.type} "
+              f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP})")
+    return {"precision": choice, "seconds_per_step": times, "batch": len(x), "reason": reason}
+
+
+def describe(train: dict) -> str:
+    """One line naming the recipe of a train section (``to_dict(TrainConfig)``), for tables and reports."""
+    lecture = (train.get("schedule", "constant") == "constant" and train.get("lr_scaling", "none") == "none"
+               and train.get("precision", "fp32") == "fp32" and train["batch_size"] == REFERENCE_BATCH
+               and train["lr"] == 1e-3)
+    head = f"{train['epochs']} epoch(s), batch {train['batch_size']}, "
+    if lecture:
+        return head + "the lecture's recipe: Adam at a constant 1e-3, fp32"
+    peak = effective_lr(train["lr"], train["batch_size"], train.get("lr_scaling", "none"))
+    schedule = "one-cycle (OneCycleLR's shape)" if train.get("schedule") == "onecycle" else "constant"
+    return (head + f"aelab's recipe: Adam, {schedule} learning rate peaking at {peak:.2g}"
+            + (f" (lr {train['lr']:g} at batch 100, square-root rule)" if train.get("lr_scaling") == "sqrt" else "")
+            + f", precision {train.get('precision', 'fp32')}")

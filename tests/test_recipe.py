@@ -1,0 +1,93 @@
+"""The training recipe: one-cycle schedule (against PyTorch's OneCycleLR), the batch rule, the precision policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from aelab.config import TrainConfig
+from aelab.errors import ConfigError
+from aelab.models import MODELS
+from aelab.models.autoencoder import parse_spec
+from aelab.recipe import effective_lr, lr_at, measure_precision
+from aelab.train import fit, training_loss
+
+
+@pytest.mark.parametrize("total", [10, 37, 600])
+def test_one_cycle_is_pytorchs_one_cycle_lr(total):
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.Adam(params, lr=0.004)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.004, total_steps=total, cycle_momentum=False)
+    expected = []
+    for _ in range(total):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [lr_at(0.004, "onecycle", t, total) for t in range(total)] == pytest.approx(expected, rel=1e-12)
+    assert lr_at(0.004, "constant", 5, total) == 0.004
+
+
+def test_the_square_root_batch_rule():
+    assert effective_lr(1e-3, 400, "sqrt") == pytest.approx(2e-3)
+    assert effective_lr(1e-3, 25, "sqrt") == pytest.approx(5e-4)
+    assert effective_lr(1e-3, 400, "none") == 1e-3
+
+
+def test_bad_recipe_settings_are_refused_naming_the_field():
+    for name, value in (("schedule", "cosine"), ("lr_scaling", "linear"), ("precision", "fp16")):
+        with pytest.raises(ConfigError, match=f"train.{name}"):
+            TrainConfig(**{name: value})
+
+
+def _tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return MODELS["ae"](4, parse_spec("8:5:1,8:4:2,8:3:2,8:4:1"))
+
+
+def test_the_precision_measurement_changes_nothing_and_says_why():
+    model = _tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(16, 1, 28, 28)
+    rng = torch.get_rng_state()
+    choice = measure_precision(model, training_loss, x, torch.device("cpu"), steps=2)
+    assert choice["precision"] in ("fp32", "bf16") and set(choice["seconds_per_step"]) == {"fp32", "bf16"}
+    assert ("faster" in choice["reason"] or "speed" in choice["reason"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_bf16_autocast_trains_close_to_fp32():
+    x = torch.rand(200, 1, 28, 28)
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=3e-3, channels_last=False)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        h = fit(_tiny_model(), x, x[:50], dataclasses.replace(cfg, precision=precision), progress=False)
+        assert h.precision["precision"] == precision
+        losses[precision] = h.last["test_mse"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
+def test_one_cycle_resumes_bit_for_bit_and_refuses_another_length(tmp_path):
+    x = torch.rand(300, 1, 28, 28)
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=3e-3, schedule="onecycle", lr_scaling="sqrt",
+                      precision="auto", channels_last=False)
+    whole = _tiny_model()
+    fit(whole, x, x[:50], cfg, tmp_path / "a", progress=False)
+    part = _tiny_model()
+    fit(part, x, x[:50], dataclasses.replace(cfg, epochs=3), tmp_path / "b", progress=False)
+    # cut the run at epoch 1: keep only its first checkpoint, then resume to 3
+    for f in (tmp_path / "b" / "checkpoints").glob("epoch-000[23].*"):
+        f.unlink()
+    resumed = _tiny_model(seed=99)
+    fit(resumed, x, x[:50], cfg, tmp_path / "b", resume=True, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
+                                                 strict=True))
+    rec = json.loads(sorted((tmp_path / "b" / "checkpoints").glob("epoch-*.json"))[-1].read_text())
+    assert rec["precision"]["precision"] in ("fp32", "bf16")
+    with pytest.raises(ConfigError, match="train.epochs 3 -> 5"):
+        fit(_tiny_model(), x, x[:50], dataclasses.replace(cfg, epochs=5), tmp_path / "b", resume=True,
+            progress=False)
