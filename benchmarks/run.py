@@ -108,21 +108,35 @@ def cpu_flags() -> list[str]:
     return sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f")))
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the same script on a GPU machine
+
+
+def synced(fn):
+    """fn, then wait for the GPU (so that timings cover the work, not its launch)."""
+    def run():
+        fn()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+    return run
+
+
 def conv_peak(dtype: torch.dtype, repeats: int) -> float:
     """GFLOP/s of one large 3x3 convolution (batch 32, 64 -> 64 channels, 56x56), channels_last, forward."""
-    x = torch.randn(32, 64, 56, 56).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(64, 64, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(32, 64, 56, 56).to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3).to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
     flops = 2 * 32 * 64 * 56 * 56 * 64 * 9
     with torch.no_grad():
-        return flops / median_seconds(lambda: F.conv2d(x, w, padding=1), repeats) / 1e9
+        return flops / median_seconds(synced(lambda: F.conv2d(x, w, padding=1)), repeats) / 1e9
 
 
 def lecture_loop(x: torch.Tensor, batch_size: int = 100):
     """The slide's training loop, as printed: no shuffle, contiguous tensors, Adam(1e-3)."""
     torch.manual_seed(0)
-    model = AutoEncoder(8)
+    model = AutoEncoder(8).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = x.to(DEVICE)
 
+    @synced
     def run():
         for input in x.split(batch_size):
             output = model.decode(model.encode(input))
@@ -139,17 +153,19 @@ def aelab_fit(x: torch.Tensor, **train):
     from aelab.config import TrainConfig
     from aelab.train import fit
 
+    @synced
     def run():
         torch.manual_seed(0)
-        fit(AutoEncoder(8), x, x[:100], TrainConfig(**{"epochs": 1, **train}), progress=False)
+        fit(AutoEncoder(8), x, x[:100], TrainConfig(**{"epochs": 1, "device": DEVICE.type, **train}), progress=False)
     return run
 
 
 def inference(memory_format, x: torch.Tensor):
     torch.manual_seed(0)
-    model = AutoEncoder(8).eval().to(memory_format=memory_format)
-    xb = x.contiguous(memory_format=memory_format)
+    model = AutoEncoder(8).eval().to(DEVICE, memory_format=memory_format)
+    xb = x.to(DEVICE).contiguous(memory_format=memory_format)
 
+    @synced
     def run():
         with torch.inference_mode():
             for chunk in xb.split(1000):
@@ -177,7 +193,7 @@ def throughput(repeats: int) -> dict:
     inf_base = median_seconds(inference(torch.contiguous_format, x), repeats)
     inf_cl = median_seconds(inference(torch.channels_last, x), repeats)
     return {
-        "samples": n, "cpu_flags": cpu_flags(),
+        "samples": n, "device": str(DEVICE), "cpu_flags": cpu_flags(),
         "lecture_loop_samples_per_s": n / lecture, "aelab_fit_samples_per_s": n / ours,
         "aelab_vs_lecture": lecture / ours, "tried_vs_lecture": tried,
         "lecture_gflops": n * flops_per_sample / lecture / 1e9, "aelab_gflops": n * flops_per_sample / ours / 1e9,

@@ -184,7 +184,7 @@ CASES = [
     ("sample --run {w}/run-record-truncated --out {w}/s.png -n 10", "no complete checkpoint"),
     ("sample --run {w}/run-weights-truncated --out {w}/s.png -n 10", "no complete checkpoint"),
     ("interpolate --run {w}/run-pickle --out {w}/i.png", "not a readable safetensors file"),
-    ("train --dataset synthetic --n-train 200 --d 4 --epochs 2 --out {w}/run-record-mislabelled --resume",
+    ("train --dataset synthetic --n-train 200 --d 4 --epochs 1 --out {w}/run-record-mislabelled --resume",
      "no usable optimizer state"),
     ("sample --run {w}/run --density kde --out {w}/s.png -n 10", "unknown density"),
     ("report {w}/run", "not a complete aelab reproduce folder"),

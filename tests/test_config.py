@@ -79,13 +79,18 @@ def test_impossible_values_are_refused_naming_the_field(cls, name, value, named)
     assert named in str(e.value) and "\n" not in str(e.value)
 
 
-def test_defaults_are_the_lecture_and_presets_ship_with_the_package():
-    assert {"quick", "lecture"} <= set(presets())
-    lecture = resolve("lecture")
-    assert lecture.train == TrainConfig() and lecture.train.lr == 1e-3 and lecture.train.batch_size == 100
+def test_the_lecture_preset_is_the_lectures_recipe_and_the_default_is_the_same_study():
+    assert {"default", "quick", "lecture"} <= set(presets())
+    lecture, default = resolve("lecture"), resolve()
+    assert (lecture.train.epochs, lecture.train.lr, lecture.train.batch_size, lecture.train.schedule,
+            lecture.train.lr_scaling, lecture.train.precision) == (10, 1e-3, 100, "constant", "none", "fp32")
     assert lecture.sweep.dims == (2, 4, 8, 16, 32) and lecture.model.spec == "32:5:1,32:5:1,32:4:2,32:3:2,8:4:1"
+    # the default preset is the lecture's study with aelab's recipe: only the train section differs
+    assert default.train == TrainConfig() and default.train != lecture.train
+    assert dataclasses.replace(default, train=lecture.train, preset="lecture") == lecture
     quick = resolve("quick")
     assert quick.train.epochs == 1 and quick.data.name == lecture.data.name and quick.data.n_train == 30000
+    assert quick.train.schedule == "constant" and quick.train.lr == 1e-3
 
 
 def test_overrides_apply_in_order_and_are_typed(tmp_path):
@@ -132,7 +137,7 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     again = resolve("lecture", f)
     assert dataclasses.replace(again, preset="quick") == cfg
     assert from_dict(to_dict(cfg) | {}, "quick").train == cfg.train
-    assert Config().preset == "lecture"
+    assert Config().preset == "default"
 
 
 @pytest.mark.parametrize("argv,named", [

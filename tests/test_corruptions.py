@@ -88,8 +88,8 @@ def test_a_restorer_learns_to_denoise_and_restores_a_folder(tmp_path, capsys, mn
     from PIL import Image
 
     out = tmp_path / "den"
-    assert main(["restore", "train", "--corruption", "noise:0.4", "--n-train", "5000", "--epochs", "2",
-                 "--out", str(out), "--quiet"]) == 0
+    assert main(["restore", "train", "--preset", "lecture", "--corruption", "noise:0.4", "--n-train", "5000",
+                 "--epochs", "2", "--out", str(out), "--quiet"]) == 0
     import json
 
     m = json.loads((out / "metrics.json").read_text())

@@ -12,7 +12,8 @@ from aelab.cli import main
 
 pytestmark = pytest.mark.xdist_group("distributed")
 
-ARGS = ["train", "--dataset", "synthetic", "--n-train", "400", "--set", "model.d=4", "--epochs", "2", "--quiet"]
+ARGS = ["train", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "400", "--set", "model.d=4", "--epochs",
+        "2", "--quiet"]
 
 
 def _torchrun(args, private_cache, threads: int | None = None) -> subprocess.CompletedProcess:
@@ -51,8 +52,8 @@ def test_a_batch_the_processes_cannot_share_equally_is_refused(tmp_path, private
 def test_the_stages_that_train_run_in_every_process_and_the_rest_in_rank_0(tmp_path, private_cache):
     """`aelab sweep` under torchrun: the AE stages train with DDP in both processes, the sweep stage runs in rank 0;
     the table matches a single-process run with the same global batch (only float summation order differs)."""
-    args = ["sweep", "--dataset", "synthetic", "--n-train", "400", "--dims", "2,4", "--epochs", "1", "--quiet",
-            "--set", "sweep.n_show=6"]
+    args = ["sweep", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "400", "--dims", "2,4", "--epochs",
+            "1", "--quiet", "--set", "sweep.n_show=6"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     run = _torchrun([*args, "--out", str(tmp_path / "two")], private_cache)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -14,15 +14,15 @@ import torch
 from safetensors.torch import load_file
 
 from aelab.cli import main
-from aelab.config import ModelConfig, TrainConfig
+from aelab.config import ModelConfig, lecture_train
 from aelab.errors import ConfigError
 
 pytestmark = pytest.mark.xdist_group("reliability")
 
 
 def _train_args(out, kind="ae", epochs=3, extra=()):
-    return ["train", "--dataset", "synthetic", "--n-train", "400", "--model", kind, "--d", "4", "--epochs",
-            str(epochs), "--out", str(out), "--quiet", *extra]
+    return ["train", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "400", "--model", kind, "--d", "4",
+            "--epochs", str(epochs), "--out", str(out), "--quiet", *extra]
 
 
 def _final_weights(out):
@@ -187,7 +187,7 @@ def test_library_functions_leave_the_global_rng_alone(mnist_train):
     torch.manual_seed(123)
     state = torch.random.get_rng_state()
     model = build_model(ModelConfig("vae", 4), (1, 28, 28), seed=0)
-    fit(model, x, x[:50], TrainConfig(epochs=1), progress=False)
+    fit(model, x, x[:50], lecture_train(epochs=1), progress=False)
     Flow(steps=5).fit(np.random.default_rng(0).standard_normal((100, 2)))
     assert torch.equal(state, torch.random.get_rng_state())
 
@@ -225,6 +225,6 @@ def test_resume_in_the_library_refuses_a_different_config(tmp_path):
     x = torch.rand(100, 1, 28, 28)
     from aelab.models import AutoEncoder
 
-    fit(AutoEncoder(4), x, x[:20], TrainConfig(epochs=1, batch_size=50), tmp_path, progress=False)
+    fit(AutoEncoder(4), x, x[:20], lecture_train(epochs=1, batch_size=50), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="train.batch_size 50 -> 20"):
-        fit(AutoEncoder(4), x, x[:20], TrainConfig(epochs=2, batch_size=20), tmp_path, resume=True, progress=False)
+        fit(AutoEncoder(4), x, x[:20], lecture_train(epochs=2, batch_size=20), tmp_path, resume=True, progress=False)

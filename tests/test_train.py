@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from aelab.cli import main
+from aelab.config import lecture_train
 from aelab.data import to_float
 from aelab.models import AutoEncoder
 from aelab.train import (
-    TrainConfig,
     TrainingDiverged,
     fit,
     latest_checkpoint,
@@ -39,7 +39,7 @@ def test_short_run_on_real_mnist_beats_the_mean_image(small):
     # closed-form baseline: the best constant image (the training mean) has loss 0.5 * sum of variances
     mean_image_loss = float(0.5 * (test_x - train_x.mean(0)).pow(2).sum() / len(test_x))
     model = _model()
-    h = fit(model, train_x, test_x, TrainConfig(epochs=3, batch_size=50), progress=False)
+    h = fit(model, train_x, test_x, lecture_train(epochs=3, batch_size=50), progress=False)
     assert h.last["test_loss"] < 0.85 * mean_image_loss
     assert h.last["test_mse"] < 0.045
     assert [e["epoch"] for e in h.epochs] == [1, 2, 3]
@@ -48,20 +48,20 @@ def test_short_run_on_real_mnist_beats_the_mean_image(small):
 def test_same_seed_same_weights(small):
     train_x, test_x = small[0][:500], small[1][:100]
     a, b = _model(), _model()
-    fit(a, train_x, test_x, TrainConfig(epochs=1), progress=False)
-    fit(b, train_x, test_x, TrainConfig(epochs=1), progress=False)
+    fit(a, train_x, test_x, lecture_train(epochs=1), progress=False)
+    fit(b, train_x, test_x, lecture_train(epochs=1), progress=False)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def test_resumed_run_continues_from_the_same_state(small, tmp_path):
     train_x, test_x = small[0][:600], small[1][:100]
     straight = _model()
-    h_straight = fit(straight, train_x, test_x, TrainConfig(epochs=3), tmp_path / "a", progress=False)
+    h_straight = fit(straight, train_x, test_x, lecture_train(epochs=3), tmp_path / "a", progress=False)
 
     interrupted = _model()
-    fit(interrupted, train_x, test_x, TrainConfig(epochs=1), tmp_path / "b", progress=False)
+    fit(interrupted, train_x, test_x, lecture_train(epochs=1), tmp_path / "b", progress=False)
     resumed = _model(seed=123)  # different initial weights: everything must come from the checkpoint
-    h_resumed = fit(resumed, train_x, test_x, TrainConfig(epochs=3), tmp_path / "b", resume=True, progress=False)
+    h_resumed = fit(resumed, train_x, test_x, lecture_train(epochs=3), tmp_path / "b", resume=True, progress=False)
     for p, q in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert [e["train_loss"] for e in h_resumed.epochs] == [e["train_loss"] for e in h_straight.epochs]
@@ -69,7 +69,7 @@ def test_resumed_run_continues_from_the_same_state(small, tmp_path):
 
 def test_checkpoint_round_trip(small, tmp_path):
     model = _model()
-    fit(model, small[0][:300], small[1][:50], TrainConfig(epochs=1), tmp_path, progress=False,
+    fit(model, small[0][:300], small[1][:50], lecture_train(epochs=1), tmp_path, progress=False,
         record={"data": {"x": "hash"}})
     meta = latest_checkpoint(tmp_path)
     rec = json.loads(meta.read_text())
@@ -86,15 +86,15 @@ def test_checkpoint_round_trip(small, tmp_path):
 def test_resuming_into_a_different_architecture_is_refused(small, tmp_path):
     from aelab import AelabError
 
-    fit(_model(), small[0][:200], small[1][:50], TrainConfig(epochs=1), tmp_path, progress=False)
+    fit(_model(), small[0][:200], small[1][:50], lecture_train(epochs=1), tmp_path, progress=False)
     with pytest.raises(AelabError, match="does not fit this model.*--d"):
-        fit(_model(d=4), small[0][:200], small[1][:50], TrainConfig(epochs=2), tmp_path, resume=True,
+        fit(_model(d=4), small[0][:200], small[1][:50], lecture_train(epochs=2), tmp_path, resume=True,
             progress=False)
 
 
 def test_damaged_checkpoint_is_skipped_on_resume(small, tmp_path):
     model = _model()
-    fit(model, small[0][:200], small[1][:50], TrainConfig(epochs=2), tmp_path, progress=False)
+    fit(model, small[0][:200], small[1][:50], lecture_train(epochs=2), tmp_path, progress=False)
     weights = tmp_path / "checkpoints" / "epoch-0002.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     assert latest_checkpoint(tmp_path).name == "epoch-0001.json"
@@ -103,10 +103,10 @@ def test_damaged_checkpoint_is_skipped_on_resume(small, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     train_x = small[0][:400].clone()
     model = _model()
-    fit(model, train_x, small[1][:50], TrainConfig(epochs=1, shuffle=False), tmp_path, progress=False)
+    fit(model, train_x, small[1][:50], lecture_train(epochs=1, shuffle=False), tmp_path, progress=False)
     train_x[350] = float("nan")
     with pytest.raises(TrainingDiverged, match="epoch 2.*epoch-0001.json"):
-        fit(model, train_x, small[1][:50], TrainConfig(epochs=3, shuffle=False), tmp_path, resume=True,
+        fit(model, train_x, small[1][:50], lecture_train(epochs=3, shuffle=False), tmp_path, resume=True,
             progress=False)
     assert latest_checkpoint(tmp_path).name == "epoch-0001.json"
     assert not (tmp_path / "checkpoints" / "epoch-0002.json").exists()
@@ -114,7 +114,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
 
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--dataset", "synthetic", "--out", str(out), "--n-train", "300", "--quiet"]
+    args = ["train", "--preset", "lecture", "--dataset", "synthetic", "--out", str(out), "--n-train", "300",
+            "--quiet"]
     assert main([*args, "--epochs", "1"]) == 0
     assert "test: mse" in capsys.readouterr().out
     assert main([*args, "--epochs", "1"]) == 2  # refuses to overwrite checkpoints

@@ -79,7 +79,7 @@ SHORTCUTS = {
 }
 
 
-def with_config(*groups: str, preset: str = "lecture"):
+def with_config(*groups: str, preset: str = "default"):
     """Give a command the config options (--preset, --config, --set and the shortcuts of ``groups``) and
     call it with the resolved ``cfg: Config`` instead."""
     import functools
@@ -93,7 +93,9 @@ def with_config(*groups: str, preset: str = "lecture"):
         own = [p for name, p in sig.parameters.items() if name != "cfg"]
         extra = [
             inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=preset, annotation=Annotated[
-                str, typer.Option("--preset", help="Shipped preset the settings start from: quick or lecture.")]),
+                str, typer.Option("--preset", help="Shipped preset the settings start from: default (aelab's "
+                                                   "recipe), lecture (the lecture's exact recipe) or quick (the "
+                                                   "short demo).")]),
             inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
                 Path | None, typer.Option("--config", help="A TOML file of settings ([train] epochs = 2, ...) "
                                                            "applied over the preset.")]),

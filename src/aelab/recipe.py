@@ -5,7 +5,9 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 
 - ``schedule = "onecycle"``: the learning rate rises from lr/25 to lr over the first 30 % of the steps and anneals
   to lr/25e4 (cosine) — torch.optim.lr_scheduler.OneCycleLR's defaults, without momentum cycling.  Computed
-  from the step number alone, so a resumed run continues exactly (no scheduler state to store).
+  from the step number alone, so a resumed run continues exactly (no scheduler state to store).  Its peak was
+  tuned for full-data runs (1800 steps); in a 100-step run (2 epochs of 5000 digits) it collapsed to the mean
+  image for 2 of 3 seeds, as did lower one-cycle peaks (under-trained): short runs want ``--preset lecture``.
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
 - ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
