@@ -371,7 +371,7 @@ def restore_train(cfg, out: Out, corruption: Annotated[str, typer.Option(
 @with_config("data", "train", "model")
 def restore_study(cfg, out: Out = Path("runs/restore"), quiet: Quiet = False) -> None:
     """Specialised and blind restoring autoencoders against classical baselines on every corruption level
-    ([restore] in the configuration): the restoration stages of `aelab reproduce` (cached in --out)."""
+    (the restore section of the configuration): the restoration stages of `aelab reproduce` (cached in --out)."""
     _study(cfg, out, "restore", None, "restoration", "restoration-summary.md", quiet)
 
 
