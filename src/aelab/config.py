@@ -152,11 +152,14 @@ class TrainConfig:
             _fail("train", "device", self.device, "use auto, cpu, cuda or cuda:N")
 
 
+# The lecture's recipe (the `lecture` preset's [train], besides its 10 epochs): constant Adam 1e-3, batch 100, fp32.
+LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "schedule": "constant", "lr_scaling": "none", "precision": "fp32"}
+
+
 def lecture_train(**changes: Any) -> TrainConfig:
-    """The lecture's recipe (the `lecture` preset's [train]): Adam at a constant 1e-3, batch 100, fp32, 10 epochs;
-    ``changes`` override fields (e.g. epochs=2 in a test of resume semantics)."""
-    return TrainConfig(**{"epochs": 10, "batch_size": 100, "lr": 1e-3, "schedule": "constant", "lr_scaling": "none",
-                          "precision": "fp32", **changes})
+    """The lecture's recipe for 10 epochs; ``changes`` override fields (e.g. epochs=2 in a test of resume
+    semantics)."""
+    return TrainConfig(**{"epochs": 10, **LECTURE_RECIPE, **changes})
 
 
 def _dims(section: str, name: str, dims: tuple[int, ...]) -> None:

@@ -95,9 +95,11 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
 
 def describe(train: dict) -> str:
     """One line naming the recipe of a train section (``to_dict(TrainConfig)``), for tables and reports."""
-    lecture = (train.get("schedule", "constant") == "constant" and train.get("lr_scaling", "none") == "none"
-               and train.get("precision", "fp32") == "fp32" and train["batch_size"] == REFERENCE_BATCH
-               and train["lr"] == 1e-3)
+    from aelab.config import LECTURE_RECIPE
+
+    # a record written before these fields existed trained with the lecture's (then the only) schedule and precision
+    lecture = all(train.get(k, v if k in ("schedule", "lr_scaling", "precision") else None) == v
+                  for k, v in LECTURE_RECIPE.items())
     head = f"{train['epochs']} epoch(s), batch {train['batch_size']}, "
     if lecture:
         return head + "the lecture's recipe: Adam at a constant 1e-3, fp32"

@@ -186,10 +186,15 @@ def known_for(corruption: Corruption, shape: tuple[int, ...], seed: int, pca) ->
     return Known(corruption, None if mask is None else mask.numpy(), pca)
 
 
-def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
-    """Mean PSNR (peak 1) of restored against clean, both (N, C, H, W) (``metrics.scores_from_sse``)."""
+def _pixel_scores(restored: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """mse / loss / psnr (``metrics.scores_from_sse``) of restored, clipped to [0, 1], against clean."""
     sse = torch.from_numpy(((np.clip(restored, 0, 1) - clean) ** 2).reshape(len(clean), -1).sum(1))
-    return scores_from_sse(sse, clean[0].size)["psnr"]
+    return scores_from_sse(sse, clean[0].size)
+
+
+def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
+    """Mean PSNR (peak 1) of restored against clean, both (N, C, H, W)."""
+    return _pixel_scores(restored, clean)["psnr"]
 
 
 def tune(name: str, y: np.ndarray, clean: np.ndarray, known: Known) -> tuple[Any, float]:
@@ -212,8 +217,7 @@ def ssim(restored: np.ndarray, clean: np.ndarray) -> float:
 def score(restored: np.ndarray, clean: np.ndarray, labels: np.ndarray, judge=None) -> dict[str, float]:
     """mse, psnr, ssim and (with a judge) class_kept of restored images against the clean ones."""
     restored = np.clip(restored, 0, 1)
-    sse = torch.from_numpy(((restored - clean) ** 2).reshape(len(clean), -1).sum(1))
-    out = {k: v for k, v in scores_from_sse(sse, clean[0].size).items() if k != "loss"}
+    out = {k: v for k, v in _pixel_scores(restored, clean).items() if k != "loss"}
     out["ssim"] = ssim(restored, clean)
     if judge is not None:
         out["class_kept"] = judge.class_kept(torch.from_numpy(restored.astype(np.float32)), labels)
