@@ -109,6 +109,9 @@ def cpu_flags() -> list[str]:
 
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the same script on a GPU machine
+# fp32 is fp32 on both sides of every ratio: aelab's trainer turns cuDNN's TF32 off on a GPU, so the lecture
+# loop runs without it too
+torch.backends.cudnn.allow_tf32 = False
 
 
 def synced(fn):

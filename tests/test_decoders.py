@@ -94,3 +94,18 @@ def test_a_transposed_decoder_ending_in_kernel_3_stride_2_starts_with_a_grid_the
     resize_odd = max(share[odd, "resize-nearest"], share[odd, "resize-bilinear"])
     assert share[odd, "transposed"] > 2 * resize_odd
     assert share[lecture, "transposed"] < 2 * max(share[lecture, "resize-nearest"], share[lecture, "resize-bilinear"])
+
+
+def test_epoch_seconds_times_real_steps_and_leaves_the_model_as_it_was():
+    from aelab.experiments import epoch_seconds
+
+    torch.manual_seed(0)
+    model = AutoEncoder(4, decoder="resize-bilinear")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(20, 1, 28, 28)
+    seconds = epoch_seconds(model, x, n_train=100, steps=3)
+    # 5 batches of 20: five times one step, and a step of this model takes well under a second here
+    assert 0 < seconds < 5
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert next(model.parameters()).is_contiguous()

@@ -151,3 +151,41 @@ def test_reproduce_cli_prints_the_stage_table_and_the_report_path(tmp_path, caps
     assert main(["report", str(tmp_path / "r")]) == 0
     assert main(["docs", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "docs")]) == 0
     assert "](figures/report/" in (tmp_path / "docs" / "results.md").read_text()
+
+
+def test_skip_leaves_out_a_study_and_the_models_only_it_trains(run, tmp_path, capsys):
+    full = {name: status for name, status, _ in plan_status(tiny(), run)}
+    lean = {name: status for name, status, _ in plan_status(tiny(), run, skip=("restoration",))}
+    assert set(full) - set(lean) == {"restoration", "restore-synthetic-noise0.5", "restore-synthetic-blind"}
+    # everything else is the same stage with the same key (reused); the report needs fewer stages: a new key
+    assert {n for n, s in lean.items() if s != "reuse"} == {"report"}
+    lean = {name for name, _, _ in plan_status(tiny(), run, skip=("decoders", "restoration"))}
+    assert not any("resize" in n or "-n300" in n or n == "decoders" for n in lean)
+    with pytest.raises(Exception, match="studies a run may skip: decoders, restoration"):
+        plan_status(tiny(), run, skip=("sweep",))
+    # the CLI: --stage runs a stage and its needs only, --skip leaves the section out of the report
+    args = ["reproduce", "--out", str(tmp_path / "r"), "--quiet", *sum((["--set", s] for s in TINY), [])]
+    assert main([*args, "--stage", "ae-d2", "--dry-run"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "/stages/" in line]
+    assert listed == ["data", "ae-d2"]
+    shutil.copytree(run / "stages", tmp_path / "r" / "stages")
+    assert main([*args, "--skip", "restoration"]) == 0
+    assert "report/index.html" in capsys.readouterr().out
+    html = (tmp_path / "r" / "report" / "index.html").read_text()
+    assert 'id="decoders"' in html and 'id="restoration"' not in html and "#restoration" not in html
+    assert main(["docs", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "docs"), "--name", "results-lean"]) == 0
+    text = (tmp_path / "docs" / "results-lean.md").read_text()
+    assert "--skip restoration" in text and "](figures/results-lean/" in text and "## Restoration" not in text
+    assert (tmp_path / "docs" / "figures" / "results-lean" / "sweep").is_dir()
+
+
+def test_decoders_command_runs_the_decoder_study_stages(run, tmp_path, capsys):
+    shutil.copytree(run / "stages", tmp_path / "r" / "stages")
+    sets = sum((["--set", s] for s in TINY), [])
+    assert main(["decoders", "--out", str(tmp_path / "r"), "--quiet", *sets]) == 0
+    out = capsys.readouterr().out
+    assert "| transposed |" in out and "| resize-bilinear |" in out and "tables and figures in" in out
+    # its own options override the section: one family is another study (computed), with another table
+    assert main(["decoders", "--out", str(tmp_path / "r"), "--quiet", *sets, "--families", "transposed"]) == 0
+    out = capsys.readouterr().out
+    assert "| transposed |" in out and "resize-bilinear" not in out

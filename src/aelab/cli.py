@@ -149,6 +149,12 @@ def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="R
                                                                               "runs/<preset>).")] = None,
                   dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and "
                                                                            "the stages, run nothing.")] = False,
+                  stage: Annotated[list[str] | None, typer.Option(
+                      "--stage", help="Run only this stage and what it needs (repeatable; --dry-run lists the "
+                                      "stages).")] = None,
+                  skip: Annotated[list[str] | None, typer.Option(
+                      "--skip", help="Leave out a study (decoders or restoration) and the models only it trains; "
+                                     "the report leaves its section out (repeatable).")] = None,
                   quiet: Quiet = False) -> None:
     """The whole lecture as cached stages (data, evaluator, autoencoders, PCA, sweep, latent study, operators,
     model table, report): a rerun reuses what is done, a changed setting recomputes what depends on it."""
@@ -158,13 +164,14 @@ def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="R
     out = out or Path("runs") / cfg.preset
     if dry_run:
         typer.echo(to_toml(cfg))
-        for name, status, path in plan_status(cfg, out):
+        for name, status, path in plan_status(cfg, out, stage or None, skip or ()):
             typer.echo(f"{name:32s} {status:8s} {path}")
         return
-    results = reproduce(cfg, out, progress=not quiet, echo=typer.echo)
+    results = reproduce(cfg, out, progress=not quiet, echo=typer.echo, targets=stage or None, skip=skip or ())
     if _is_main():
         _echo_summary(results)
-        typer.echo(f"\nreport: {out / 'report' / 'index.html'}")
+        if any(r.name == "report" for r in results):
+            typer.echo(f"\nreport: {out / 'report' / 'index.html'}")
 
 
 def _is_main() -> bool:
@@ -195,11 +202,16 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="A folder written by ael
 
 @app.command("docs")
 def docs_cmd(run: Annotated[Path, typer.Option("--run", help="A folder written by aelab reproduce.")],
-             out: Annotated[Path, typer.Option("--out", help="Docs folder.")] = Path("docs")) -> None:
+             out: Annotated[Path, typer.Option("--out", help="Docs folder.")] = Path("docs"),
+             name: Annotated[str, typer.Option("--name", help="Page name: docs/NAME.md, figures in "
+                                                               "docs/figures/NAME/ (results: figures/report/).")]
+             = "results") -> None:
     """Write docs/results.md (and its figures) from a run: text and tables come from its results."""
     from aelab.report import export_results
 
-    typer.echo(f"wrote {export_results(run, out)}")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise typer.BadParameter("letters, digits, - and _ only", param_hint="--name")
+    typer.echo(f"wrote {export_results(run, out, name)}")
 
 
 # --------------------------------------------------------------------------- models, training, studies
@@ -248,12 +260,14 @@ def train_cmd(cfg, out: Out,
     typer.echo(f"wrote {out}/metrics.json and checkpoints in {out}/checkpoints")
 
 
-def _study(cfg, out: Path, section: str, dims: str | None, stage: str, table: str, quiet: bool) -> None:
-    """Run one study's stages of `aelab reproduce` into ``out`` and print its table."""
+def _study(cfg, out: Path, section: str, values: dict, stage: str, table: str, quiet: bool) -> None:
+    """Run one study's stages of `aelab reproduce` into ``out`` and print its table; ``values``: the
+    command's own options for ``section`` (None where not given)."""
     from aelab.config import override
     from aelab.pipeline import reproduce
 
-    cfg = override(cfg, section, dims=dims) if dims else cfg
+    given = {k: v for k, v in values.items() if v is not None}
+    cfg = override(cfg, section, **given) if given else cfg
     results = reproduce(cfg, out, progress=not quiet, echo=typer.echo, targets=(stage,))
     if not _is_main():
         return
@@ -269,7 +283,7 @@ def sweep_cmd(cfg, out: Out = Path("runs/sweep"),
                                                                       "[sweep.dims].")] = None,
               quiet: Quiet = False) -> None:
     """CNN autoencoder vs PCA at each d: the sweep's stages of `aelab reproduce` (cached in --out)."""
-    _study(cfg, out, "sweep", dims, "sweep", "results.md", quiet)
+    _study(cfg, out, "sweep", {"dims": dims}, "sweep", "results.md", quiet)
 
 
 @app.command("latent")
@@ -278,7 +292,21 @@ def latent_cmd(cfg, out: Out = Path("runs/latent"),
                dims: Annotated[str | None, typer.Option("--dims", help="Latent sizes [latent.dims].")] = None,
                quiet: Quiet = False) -> None:
     """Interpolations and samples from each density (and VAE priors), scored: the latent study's stages."""
-    _study(cfg, out, "latent", dims, "latent", "latent.md", quiet)
+    _study(cfg, out, "latent", {"dims": dims}, "latent", "latent.md", quiet)
+
+
+@app.command("decoders")
+@with_config("data", "train")
+def decoders_cmd(cfg, out: Out = Path("runs/decoders"),
+                 families: Annotated[str | None, typer.Option(
+                     "--families", help="Comma-separated decoder families [decoders.families].")] = None,
+                 models: Annotated[str | None, typer.Option(
+                     "--models", help="Latent sizes and seeds, DxSEEDS, comma-separated, e.g. 8x3,16x1 "
+                                      "[decoders.models].")] = None,
+                 quiet: Quiet = False) -> None:
+    """Decoder families (transposed, resize + conv, pixel shuffle) with the same encoder and recipe, compared
+    on quality, artefacts and cost: the decoder study's stages of `aelab reproduce` (cached in --out)."""
+    _study(cfg, out, "decoders", {"families": families, "models": models}, "decoders", "decoders.md", quiet)
 
 
 RunOpt = Annotated[Path | None, typer.Option("--run", help="A finished 'aelab train' run folder.")]
@@ -372,7 +400,7 @@ def restore_train(cfg, out: Out, corruption: Annotated[str, typer.Option(
 def restore_study(cfg, out: Out = Path("runs/restore"), quiet: Quiet = False) -> None:
     """Specialised and blind restoring autoencoders against classical baselines on every corruption level
     (the restore section of the configuration): the restoration stages of `aelab reproduce` (cached in --out)."""
-    _study(cfg, out, "restore", None, "restoration", "restoration-summary.md", quiet)
+    _study(cfg, out, "restore", {}, "restoration", "restoration-summary.md", quiet)
 
 
 @restore_app.command("apply")
@@ -516,8 +544,12 @@ def main(argv: list[str] | None = None) -> int:
     A user's mistake (an AelabError, a usage error, a path that cannot be read or written) is one line on
     stderr and status 2, never a traceback; an interrupted run says how to continue it.
     """
+    from aelab import runs
+
+    args = argv if argv is not None else sys.argv[1:]
+    runs._command = ["aelab", *args]
     try:
-        rv = app(args=argv if argv is not None else sys.argv[1:], prog_name="aelab", standalone_mode=False)
+        rv = app(args=args, prog_name="aelab", standalone_mode=False)
     except AelabError as e:
         return _fail(str(e))
     except OSError as e:
@@ -535,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(message())
             return 0
         return _fail(" ".join(message().split()), code)
+    finally:
+        runs._command = None
     return rv if isinstance(rv, int) else 0
 
 

@@ -365,11 +365,40 @@ def _flat_images(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).reshape(-1, *x.shape[2:]).double().numpy()
 
 
-def decoder_row(model, untrained, history: list[dict], train: Dataset, test: Dataset, judge: Judge | None,
+def epoch_seconds(model: torch.nn.Module, x: torch.Tensor, n_train: int, steps: int = 8) -> float:
+    """Seconds per training epoch of ``model`` on this machine: the median of ``steps`` timed steps of the
+    trainer's (loss, backward, Adam step) on the batch x: (B, C, H, W), after two warm-ups, times the number of
+    batches in ``n_train`` images.  Measured in one place, one family after another, so the cost column compares
+    families on one machine under one load even when the models were trained elsewhere.  The model is left as
+    it was (weights restored, gradients cleared)."""
+    from aelab.train import training_loss
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fmt = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    model.train().to(memory_format=fmt)
+    x = x.contiguous(memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = []
+    for k in range(steps + 2):
+        t0 = time.perf_counter()
+        loss = training_loss(model, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if k >= 2:
+            times.append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    model.eval().to(memory_format=torch.contiguous_format)
+    return float(np.median(times)) * -(-n_train // len(x))
+
+
+def decoder_row(model, untrained, seconds_per_epoch: float, train: Dataset, test: Dataset, judge: Judge | None,
                 n_samples: int, seed: int, ref=None) -> dict:
     """One trained model of the decoder study: quality, artefacts (reconstructions, GMM samples, at init), cost.
 
-    ref: the ``quality.Reference`` of the first 10000 training images (built once by the caller)."""
+    seconds_per_epoch: ``epoch_seconds`` of the family, measured by the caller.  ref: the ``quality.Reference``
+    of the first 10000 training images (built once by the caller)."""
     from aelab.latent import decode_all, encode_all, make_density
     from aelab.models.summary import layer_table
     from aelab.ops.artefacts import coverage_score_2d, stride_power_share
@@ -392,7 +421,7 @@ def decoder_row(model, untrained, history: list[dict], train: Dataset, test: Dat
     rows = layer_table(model, train.shape)
     decoder_rows = [r for r in rows if r.name.startswith("decoder")]
     row.update(params=sum(r.params for r in decoder_rows), macs=sum(r.macs for r in decoder_rows),
-               seconds_per_epoch=float(np.median([e["seconds"] for e in history])))
+               seconds_per_epoch=seconds_per_epoch)
     return row
 
 

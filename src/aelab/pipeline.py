@@ -40,7 +40,7 @@ from aelab.experiments import (
 )
 from aelab.figures import save_rows
 from aelab.io import atomic_write_json, atomic_write_text
-from aelab.runs import environment, record
+from aelab.runs import environment, processor, record
 from aelab.stages import Context, Result, Stage, is_complete, keys, read_json, run_stages, stage_dir
 
 
@@ -291,8 +291,13 @@ def model_table_stage(cfg: Config, shape: tuple[int, int, int]) -> Stage:
     return Stage("model", run, {"model": to_dict(cfg.model), "shape": list(shape)})
 
 
-def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int]) -> list[Stage]:
-    """Every stage of the lecture for ``cfg``, in an order where each stage's needs come first."""
+OPTIONAL_STUDIES = ("decoders", "restoration")  # studies a run may leave out (``plan(skip=...)``)
+
+
+def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=()) -> list[Stage]:
+    """Every stage of the lecture for ``cfg``, in an order where each stage's needs come first; the studies in
+    ``skip`` (of ``OPTIONAL_STUDIES``) are left out with the training stages only they need, and the report
+    leaves their sections out."""
     ae_dims = sorted(set(cfg.sweep.dims) | set(cfg.latent.dims))
     models = [dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0) for d in ae_dims]
     models += [dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta)
@@ -310,7 +315,19 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int]) -> li
     stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *trainers, pca_stage(cfg, ae_dims), sweep_stage(cfg),
               latent_stage(cfg), decoders_stage(cfg, study_models, shape), restoration_stage(cfg, restorers),
               ops_stage(cfg), model_table_stage(cfg, shape)]
+    if skip:
+        stages = without(stages, skip)
     return stages + [report_stage(cfg, [s.name for s in stages])]
+
+
+def without(stages: list[Stage], skip) -> list[Stage]:
+    """``stages`` less the studies in ``skip`` and the training stages that no remaining stage needs."""
+    unknown = [s for s in skip if s not in OPTIONAL_STUDIES]
+    if unknown:
+        raise ConfigError(f"cannot leave out {', '.join(unknown)}; studies a run may skip: "
+                          f"{', '.join(OPTIONAL_STUDIES)}")
+    roots = [s.name for s in stages if not s.collective and s.name not in skip]
+    return prune(stages, roots)
 
 
 def decoder_study_models(cfg: Config) -> dict[tuple[str, int, int], tuple[str, ModelConfig, TrainConfig, DataConfig]]:
@@ -334,25 +351,31 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         build_model,
         decoder_figures,
         decoder_row,
+        epoch_seconds,
         summarise_decoders,
         untrained_grid,
     )
 
     def run(ctx: Context) -> dict:
-        judge = _judge(ctx)
-        _, test = _splits(ctx, cfg)
+        import torch
+
         from aelab.quality import Reference
 
-        rows, first, untrained, refs = [], {}, {}, {}
-        for (family, d, seed), (name, m, _tc, data) in models.items():
+        judge = _judge(ctx)
+        _, test = _splits(ctx, cfg)
+
+        rows, first, untrained, refs, cost = [], {}, {}, {}, {}
+        for (family, d, seed), (name, m, tc, data) in models.items():
             train, _ = _splits(ctx, cfg, data)
             if judge is not None and str(data) not in refs:
                 refs[str(data)] = Reference.build(judge, to_float(train.images[:10000]))
             model = _model(ctx, name, shape)
             init = build_model(m, shape, seed)
-            history = read_json(ctx.inputs[name] / "metrics.json")["history"]
+            if (family, d) not in cost:  # timed here, family after family: one machine, one load
+                cost[family, d] = epoch_seconds(build_model(m, shape, seed), to_float(train.images[:tc.batch_size]),
+                                                len(train))
             rows.append({"family": family, "d": d, "seed": seed,
-                         **decoder_row(model, init, history, train, test, judge, 2000, cfg.latent.seed,
+                         **decoder_row(model, init, cost[family, d], train, test, judge, 2000, cfg.latent.seed,
                                        refs.get(str(data)))})
             if d == cfg.decoders.runs[0][0] and family not in first:
                 first[family], untrained[family] = model, init
@@ -364,12 +387,15 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         grid = untrained_grid(cfg.decoders.families, dict.fromkeys((cfg.model.spec, *cfg.decoders.init_specs)),
                               cfg.decoders.runs[0][0], to_float(test.images[:500]), cfg.decoders.init_seeds)
         return {"rows": summary, "runs": rows, "epochs": cfg.train.epochs, "untrained": grid,
+                "timed_on": f"{processor()}, {torch.get_num_threads()} threads",
                 "n_train": len(_splits(ctx, cfg, next(iter(models.values()))[3])[0]),
                 "classifier_accuracy": judge.accuracy if judge else None}
 
     names = [v[0] for v in models.values()]
+    # version 2: seconds per epoch measured in the stage (not read from the training history)
     return Stage("decoders", run, {"decoders": to_dict(cfg.decoders), "latent_seed": cfg.latent.seed,
-                                   "spec": cfg.model.spec}, needs=("data", "evaluator", *dict.fromkeys(names)))
+                                   "spec": cfg.model.spec}, needs=("data", "evaluator", *dict.fromkeys(names)),
+                 version=2)
 
 
 DECODER_FORMAT = {"mse": "{:.4f}", "psnr": "{:.2f}", "class_kept": "{:.4f}", "recon_stride_share": "{:.5f}",
@@ -484,16 +510,16 @@ def prune(stages: list[Stage], targets) -> list[Stage]:
     return [s for s in stages if s.name in keep]
 
 
-def _planned(cfg: Config, targets=None) -> tuple[list[Stage], tuple, dict[str, str]]:
+def _planned(cfg: Config, targets=None, skip=()) -> tuple[list[Stage], tuple, dict[str, str]]:
     splits = load_splits(cfg.data)
     hashes = {"train": splits[0].content_hash(), "test": splits[1].content_hash()}
-    stages = plan(cfg, hashes, splits[0].shape)
+    stages = plan(cfg, hashes, splits[0].shape, skip)
     return (prune(stages, targets) if targets else stages), splits, hashes
 
 
-def plan_status(cfg: Config, out: str | Path, targets=None) -> list[tuple[str, str, Path]]:
+def plan_status(cfg: Config, out: str | Path, targets=None, skip=()) -> list[tuple[str, str, Path]]:
     """(stage, 'reuse' | 'compute' | 'resume', folder) for every planned stage, without running any."""
-    stages, _, _ = _planned(cfg, targets)
+    stages, _, _ = _planned(cfg, targets, skip)
     all_keys = keys(stages)
     rows = []
     for s in stages:
@@ -505,16 +531,17 @@ def plan_status(cfg: Config, out: str | Path, targets=None) -> list[tuple[str, s
 
 
 def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
-              targets=None) -> list[Result]:
-    """Run (or reuse) the stages of ``cfg`` (all, or only ``targets`` and their needs) under ``out/stages``;
-    with the report stage, copy the report to ``out/report``.  Writes out/config.toml, run.json, stages.json."""
+              targets=None, skip=()) -> list[Result]:
+    """Run (or reuse) the stages of ``cfg`` (all, or only ``targets`` and their needs; without the studies in
+    ``skip``) under ``out/stages``; with the report stage, copy the report to ``out/report``.  Writes
+    out/config.toml, run.json, stages.json."""
     from aelab import distributed
     from aelab.runs import RunLock
     from aelab.train import resolve_device
 
     out = Path(out)
     t0 = time.perf_counter()
-    stages, splits, hashes = _planned(cfg, targets)
+    stages, splits, hashes = _planned(cfg, targets, skip)
     distributed.init_from_env(resolve_device(cfg.train.device))  # under torchrun: training stages use every process
     if not distributed.is_main():  # rank 0 holds the lock and writes; the others train with it
         return run_stages(stages, out / "stages", progress=False, memo={f"splits:{cfg.data}": splits})

@@ -131,23 +131,26 @@ def build_report(inputs: dict[str, Path], out: str | Path, info: dict[str, Any])
     return metrics
 
 
-def export_results(run: str | Path, docs: str | Path) -> Path:
-    """Copy a run's results.md and its figures into ``docs`` (docs/results.md + docs/figures/report/...)."""
+def export_results(run: str | Path, docs: str | Path, name: str = "results") -> Path:
+    """Copy a run's results.md and its figures into ``docs``: docs/results.md + docs/figures/report/..., or for
+    another ``name`` docs/<name>.md + docs/figures/<name>/... (several runs side by side)."""
     report, docs = Path(run) / "report", Path(docs)
+    figures = "report" if name == "results" else name
     if not (report / "results.md").exists():
         from aelab.errors import ConfigError
 
         raise ConfigError(f"{report} has no results.md; run aelab reproduce --out {run} first")
-    text = (report / "results.md").read_text().replace("](figures/", "](figures/report/")
+    text = (report / "results.md").read_text().replace("](figures/", f"](figures/{figures}/")
     try:
         argv = json.loads((Path(run) / "run.json").read_text())["command"]
         command = "aelab " + " ".join(argv[1:])
     except (OSError, ValueError, KeyError, TypeError):
         command = "unknown (no run.json)"
     title, _, rest = text.partition("\n")
-    text = f"{title}\n\nCommand: `{command}`, then `aelab docs --run {run}`.\n{rest}"
-    dest = docs / "figures" / "report"
+    again = f"aelab docs --run {run}" + (f" --name {name}" if name != "results" else "")
+    text = f"{title}\n\nCommand: `{command}`, then `{again}`.\n{rest}"
+    dest = docs / "figures" / figures
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(report / "figures", dest)
-    atomic_write_text(docs / "results.md", text)
-    return docs / "results.md"
+    atomic_write_text(docs / f"{name}.md", text)
+    return docs / f"{name}.md"

@@ -25,6 +25,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+_command: list[str] | None = None  # while aelab.cli.main runs: its command line (else this process's sys.argv)
+
+
+def command() -> list[str]:
+    """The command line of what is running, as recorded in run.json: ``aelab ...`` when the CLI was called from
+    Python (``aelab.cli.main(argv)``), else sys.argv."""
+    return list(_command) if _command is not None else list(sys.argv)
+
+
+def processor() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     import torch
 
@@ -32,6 +52,7 @@ def environment() -> dict[str, Any]:
         "versions": versions(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": processor(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -46,7 +67,7 @@ def record(run_dir: str | Path, *, config: dict[str, Any], seed: int | None, dat
     """
     path = Path(run_dir) / name
     atomic_write_json(path, {
-        "command": sys.argv,
+        "command": command(),
         "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": config,
         "seed": seed,
@@ -99,7 +120,7 @@ class RunLock:
         if previous != "unknown":
             warn(f"taking over the lock of a run that is no longer running ({previous})")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "command": " ".join(command()),
                                   "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}).encode(), 0)
         self._fd = fd
         return self

@@ -270,6 +270,13 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                           "takes an equal share of every batch")
     fmt = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
     model.to(device).to(memory_format=fmt)
+    if device.type == "cuda":
+        # fp32 means fp32: cuDNN would otherwise run fp32 convolutions in TF32 (a 10-bit mantissa); the fast
+        # lower precision is bf16, chosen explicitly by the precision policy
+        torch.backends.cudnn.allow_tf32 = False
+    # on a GPU the training images live there once (a 60000-image float set is 188 MB), not copied every step;
+    # a restorer corrupts batches on the CPU (its corruptions draw from seeded CPU generators)
+    resident = train_x.to(device) if device.type == "cuda" and corrupt is None else train_x
     peak = effective_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = torch.optim.Adam(model.parameters(), lr=peak)
     history = History()
@@ -314,7 +321,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                    leave=False, unit="batch")
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
-            running, seen = _train_epoch(model, optimizer, train_x, bar, device, fmt, epoch, run_dir, step_model,
+            running, seen = _train_epoch(model, optimizer, resident, bar, device, fmt, epoch, run_dir, step_model,
                                          corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"])
         running, seen = distributed.all_sum([running, seen])
         test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
@@ -363,7 +370,7 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
             if len(idx) < n_proc:
                 continue  # a last batch smaller than the number of processes: skipped by all of them
             idx = idx.tensor_split(n_proc)[rank]
-        x = train_x[idx].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        x = train_x[idx.to(train_x.device)].to(device, non_blocking=True).contiguous(memory_format=fmt)
         args = (x,)
         if corrupt is not None:  # (corrupted input, clean target), corrupted afresh for every batch
             noisy = corrupt(train_x[idx], seed * 100_003 + step)
