@@ -177,6 +177,10 @@ def test_skip_leaves_out_a_study_and_the_models_only_it_trains(run, tmp_path, ca
     text = (tmp_path / "docs" / "results-lean.md").read_text()
     assert "--skip restoration" in text and "](figures/results-lean/" in text and "## Restoration" not in text
     assert (tmp_path / "docs" / "figures" / "results-lean" / "sweep").is_dir()
+    # the time table says where each model was trained (the stage's own run.json): here, this CPU
+    from aelab.runs import processor
+
+    assert "| ae-d2 |" in text and f"{processor()}, " in text.split("| ae-d2 |")[-1].splitlines()[0]
 
 
 def test_decoders_command_runs_the_decoder_study_stages(run, tmp_path, capsys):

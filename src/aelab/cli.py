@@ -280,7 +280,7 @@ def _study(cfg, out: Path, section: str, values: dict, stage: str, table: str, q
 @with_config("data", "train")
 def sweep_cmd(cfg, out: Out = Path("runs/sweep"),
               dims: Annotated[str | None, typer.Option("--dims", help="Comma-separated latent sizes "
-                                                                      "[sweep.dims].")] = None,
+                                                                      "(setting sweep.dims).")] = None,
               quiet: Quiet = False) -> None:
     """CNN autoencoder vs PCA at each d: the sweep's stages of `aelab reproduce` (cached in --out)."""
     _study(cfg, out, "sweep", {"dims": dims}, "sweep", "results.md", quiet)
@@ -289,7 +289,7 @@ def sweep_cmd(cfg, out: Out = Path("runs/sweep"),
 @app.command("latent")
 @with_config("data", "train")
 def latent_cmd(cfg, out: Out = Path("runs/latent"),
-               dims: Annotated[str | None, typer.Option("--dims", help="Latent sizes [latent.dims].")] = None,
+               dims: Annotated[str | None, typer.Option("--dims", help="Latent sizes (setting latent.dims).")] = None,
                quiet: Quiet = False) -> None:
     """Interpolations and samples from each density (and VAE priors), scored: the latent study's stages."""
     _study(cfg, out, "latent", {"dims": dims}, "latent", "latent.md", quiet)
@@ -299,10 +299,10 @@ def latent_cmd(cfg, out: Out = Path("runs/latent"),
 @with_config("data", "train")
 def decoders_cmd(cfg, out: Out = Path("runs/decoders"),
                  families: Annotated[str | None, typer.Option(
-                     "--families", help="Comma-separated decoder families [decoders.families].")] = None,
+                     "--families", help="Comma-separated decoder families (setting decoders.families).")] = None,
                  models: Annotated[str | None, typer.Option(
                      "--models", help="Latent sizes and seeds, DxSEEDS, comma-separated, e.g. 8x3,16x1 "
-                                      "[decoders.models].")] = None,
+                                      "(setting decoders.models).")] = None,
                  quiet: Quiet = False) -> None:
     """Decoder families (transposed, resize + conv, pixel shuffle) with the same encoder and recipe, compared
     on quality, artefacts and cost: the decoder study's stages of `aelab reproduce` (cached in --out)."""

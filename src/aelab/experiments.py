@@ -365,12 +365,13 @@ def _flat_images(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).reshape(-1, *x.shape[2:]).double().numpy()
 
 
-def epoch_seconds(model: torch.nn.Module, x: torch.Tensor, n_train: int, steps: int = 8) -> float:
+def epoch_seconds(model: torch.nn.Module, x: torch.Tensor, n_train: int, steps: int = 20) -> float:
     """Seconds per training epoch of ``model`` on this machine: the median of ``steps`` timed steps of the
-    trainer's (loss, backward, Adam step) on the batch x: (B, C, H, W), after two warm-ups, times the number of
+    trainer's (loss, backward, Adam step) on the batch x: (B, C, H, W), after three warm-ups, times the number of
     batches in ``n_train`` images.  Measured in one place, one family after another, so the cost column compares
-    families on one machine under one load even when the models were trained elsewhere.  The model is left as
-    it was (weights restored, gradients cleared)."""
+    families on one machine under one load even when the models were trained elsewhere (another job on the same
+    cores distorts it, as it does any timing).  The model is left as it was (weights restored, gradients
+    cleared)."""
     from aelab.train import training_loss
 
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -379,13 +380,13 @@ def epoch_seconds(model: torch.nn.Module, x: torch.Tensor, n_train: int, steps: 
     x = x.contiguous(memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
-    for k in range(steps + 2):
+    for k in range(steps + 3):
         t0 = time.perf_counter()
         loss = training_loss(model, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if k >= 2:
+        if k >= 3:
             times.append(time.perf_counter() - t0)
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)

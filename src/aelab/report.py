@@ -54,8 +54,19 @@ def collect(inputs: dict[str, Path], out: Path) -> dict[str, Any]:
             shutil.copyfile(folder / fig["file"], out / dest)
             figures.append({**fig, "file": dest.as_posix()})
         stages[name] = {"metrics": _read(folder / "metrics.json") or {}, "stage": _read(folder / "stage.json") or {},
-                        "section": manifest["section"], "figures": figures}
+                        "section": manifest["section"], "figures": figures, "ran_on": ran_on(folder)}
     return stages
+
+
+def ran_on(folder: Path) -> str:
+    """Where a training stage ran, from the environment its run.json records (a stage can be computed on another
+    machine and its folder copied in: the cache key is the same); "" for the other stages."""
+    env = (_read(folder / "run.json") or {}).get("environment") or {}
+    if not env:
+        return ""
+    if env.get("cuda"):
+        return f"{env['cuda']} GPU"
+    return f"{env.get('cpu') or env.get('machine', '') + ' CPU'}, {env.get('torch_threads')} thread(s)"
 
 
 def facts(stages: dict[str, Any]) -> dict[str, Any]:
