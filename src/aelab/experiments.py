@@ -365,33 +365,36 @@ def _flat_images(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).reshape(-1, *x.shape[2:]).double().numpy()
 
 
-def epoch_seconds(model: torch.nn.Module, x: torch.Tensor, n_train: int, steps: int = 20) -> float:
-    """Seconds per training epoch of ``model`` on this machine: the median of ``steps`` timed steps of the
-    trainer's (loss, backward, Adam step) on the batch x: (B, C, H, W), after three warm-ups, times the number of
-    batches in ``n_train`` images.  Measured in one place, one family after another, so the cost column compares
-    families on one machine under one load even when the models were trained elsewhere (another job on the same
-    cores distorts it, as it does any timing).  The model is left as it was (weights restored, gradients
-    cleared)."""
+def epoch_seconds(models: dict, x: torch.Tensor, n_train: int, rounds: int = 8, steps: int = 3) -> dict:
+    """Seconds per training epoch of each model on this machine: training steps of the trainer's (loss, backward,
+    Adam step) on the batch x: (B, C, H, W), timed in ``rounds`` rounds that visit every model in turn (``steps``
+    steps each, after one warm-up round), so that a slow spell of a shared machine falls on every model alike;
+    the median step times the number of batches in ``n_train`` images.  Measured in one place, so the cost column
+    compares families on one machine even when the models were trained elsewhere.  The models are trained a
+    few steps: pass fresh ones.
+
+    models: key -> model; returns key -> seconds per epoch."""
     from aelab.train import training_loss
 
-    state = {k: v.clone() for k, v in model.state_dict().items()}
     fmt = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
-    model.train().to(memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for k in range(steps + 3):
-        t0 = time.perf_counter()
-        loss = training_loss(model, x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if k >= 3:
-            times.append(time.perf_counter() - t0)
-    model.zero_grad(set_to_none=True)
-    model.load_state_dict(state)
-    model.eval().to(memory_format=torch.contiguous_format)
-    return float(np.median(times)) * -(-n_train // len(x))
+    optimizers = {}
+    for key, model in models.items():
+        model.train().to(memory_format=fmt)
+        optimizers[key] = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times: dict = {key: [] for key in models}
+    for r in range(rounds + 1):
+        for key, model in models.items():
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                loss = training_loss(model, x)
+                optimizers[key].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[key].step()
+                if r:  # round 0 warms up (oneDNN builds its kernels on first use)
+                    times[key].append(time.perf_counter() - t0)
+    batches = -(-n_train // len(x))
+    return {key: float(np.median(t)) * batches for key, t in times.items()}
 
 
 def decoder_row(model, untrained, seconds_per_epoch: float, train: Dataset, test: Dataset, judge: Judge | None,

@@ -364,16 +364,18 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         judge = _judge(ctx)
         _, test = _splits(ctx, cfg)
 
-        rows, first, untrained, refs, cost = [], {}, {}, {}, {}
-        for (family, d, seed), (name, m, tc, data) in models.items():
+        # the cost column: every family timed here, in interleaved rounds (one machine, one load)
+        fresh = {(f, d): build_model(m, shape, seed) for (f, d, seed), (_, m, _, _) in reversed(models.items())}
+        _, _, tc, data = next(iter(models.values()))
+        train, _ = _splits(ctx, cfg, data)
+        cost = epoch_seconds(fresh, to_float(train.images[:tc.batch_size]), len(train))
+        rows, first, untrained, refs = [], {}, {}, {}
+        for (family, d, seed), (name, m, _tc, data) in models.items():
             train, _ = _splits(ctx, cfg, data)
             if judge is not None and str(data) not in refs:
                 refs[str(data)] = Reference.build(judge, to_float(train.images[:10000]))
             model = _model(ctx, name, shape)
             init = build_model(m, shape, seed)
-            if (family, d) not in cost:  # timed here, family after family: one machine, one load
-                cost[family, d] = epoch_seconds(build_model(m, shape, seed), to_float(train.images[:tc.batch_size]),
-                                                len(train))
             rows.append({"family": family, "d": d, "seed": seed,
                          **decoder_row(model, init, cost[family, d], train, test, judge, 2000, cfg.latent.seed,
                                        refs.get(str(data)))})
@@ -392,10 +394,10 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
                 "classifier_accuracy": judge.accuracy if judge else None}
 
     names = [v[0] for v in models.values()]
-    # version 2: seconds per epoch measured in the stage (not read from the training history)
+    # version 3: seconds per epoch measured in the stage, families interleaved (not read from the training history)
     return Stage("decoders", run, {"decoders": to_dict(cfg.decoders), "latent_seed": cfg.latent.seed,
                                    "spec": cfg.model.spec}, needs=("data", "evaluator", *dict.fromkeys(names)),
-                 version=2)
+                 version=3)
 
 
 DECODER_FORMAT = {"mse": "{:.4f}", "psnr": "{:.2f}", "class_kept": "{:.4f}", "recon_stride_share": "{:.5f}",
