@@ -76,6 +76,8 @@ SHORTCUTS = {
               "seed": ("train", "seed"), "device": ("train", "device")},
     "model": {"d": ("model", "d"), "spec": ("model", "spec"), "model": ("model", "kind"), "beta": ("model", "beta"),
               "decoder": ("model", "decoder")},
+    # the studies set d themselves (--dims): only the architecture
+    "arch": {"spec": ("model", "spec"), "decoder": ("model", "decoder")},
 }
 
 
@@ -277,7 +279,7 @@ def _study(cfg, out: Path, section: str, values: dict, stage: str, table: str, q
 
 
 @app.command("sweep")
-@with_config("data", "train")
+@with_config("data", "train", "arch")
 def sweep_cmd(cfg, out: Out = Path("runs/sweep"),
               dims: Annotated[str | None, typer.Option("--dims", help="Comma-separated latent sizes "
                                                                       "(setting sweep.dims).")] = None,
@@ -287,7 +289,7 @@ def sweep_cmd(cfg, out: Out = Path("runs/sweep"),
 
 
 @app.command("latent")
-@with_config("data", "train")
+@with_config("data", "train", "arch")
 def latent_cmd(cfg, out: Out = Path("runs/latent"),
                dims: Annotated[str | None, typer.Option("--dims", help="Latent sizes (setting latent.dims).")] = None,
                quiet: Quiet = False) -> None:
