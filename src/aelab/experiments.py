@@ -485,7 +485,8 @@ def decoder_figures(out: Path, trained: dict, untrained: dict, test: Dataset, n_
     fig, ax = subplots(figsize=(6.5, 4))
     for name, images in [("test images", x[:2000])] + [(f, reconstruct(m, x[:2000])) for f, m in trained.items()]:
         f, p = radial_profile(power_spectrum(_flat_images(images)))
-        ax.semilogy(f, p, label=name, lw=2 if name == "test images" else 1.2)
+        # from the second bin: the first holds only the zero frequency, which each image's mean removal empties
+        ax.semilogy(f[1:], p[1:], label=name, lw=2 if name == "test images" else 1.2)
     ax.axvline(0.5, color="grey", ls=":", lw=1)
     ax.set_xlabel("spatial frequency (cycles / pixel)")
     ax.set_ylabel("mean power")

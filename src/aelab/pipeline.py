@@ -394,10 +394,11 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
                 "classifier_accuracy": judge.accuracy if judge else None}
 
     names = [v[0] for v in models.values()]
-    # version 3: seconds per epoch measured in the stage, families interleaved (not read from the training history)
+    # version 3: seconds per epoch measured in the stage, families interleaved (not read from the training history);
+    # version 4: the spectra figure without the emptied zero-frequency bin
     return Stage("decoders", run, {"decoders": to_dict(cfg.decoders), "latent_seed": cfg.latent.seed,
                                    "spec": cfg.model.spec}, needs=("data", "evaluator", *dict.fromkeys(names)),
-                 version=3)
+                 version=4)
 
 
 DECODER_FORMAT = {"mse": "{:.4f}", "psnr": "{:.2f}", "class_kept": "{:.4f}", "recon_stride_share": "{:.5f}",
