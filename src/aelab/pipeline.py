@@ -364,7 +364,8 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         judge = _judge(ctx)
         _, test = _splits(ctx, cfg)
 
-        # the cost column: every family timed here, in interleaved rounds (one machine, one load)
+        # the cost column: every family timed here, in interleaved rounds (one machine, one load); one fresh model
+        # per (family, d), initialised like its first seed (reversed: the first seed's entry is written last)
         fresh = {(f, d): build_model(m, shape, seed) for (f, d, seed), (_, m, _, _) in reversed(models.items())}
         _, _, tc, data = next(iter(models.values()))
         train, _ = _splits(ctx, cfg, data)
