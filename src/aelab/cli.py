@@ -211,8 +211,9 @@ def docs_cmd(run: Annotated[Path, typer.Option("--run", help="A folder written b
     """Write docs/results.md (and its figures) from a run: text and tables come from its results."""
     from aelab.report import export_results
 
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise typer.BadParameter("letters, digits, - and _ only", param_hint="--name")
+    if not name.replace("-", "").replace("_", "").isalnum() or name == "report":
+        raise typer.BadParameter("letters, digits, - and _ only, and not 'report' (the folder of results.md's "
+                                 "figures)", param_hint="--name")
     typer.echo(f"wrote {export_results(run, out, name)}")
 
 

@@ -61,10 +61,12 @@ def collect(inputs: dict[str, Path], out: Path) -> dict[str, Any]:
 def ran_on(folder: Path) -> str:
     """Where a training stage ran, from the environment its run.json records (a stage can be computed on another
     machine and its folder copied in: the cache key is the same); "" for the other stages."""
-    env = (_read(folder / "run.json") or {}).get("environment") or {}
+    run = _read(folder / "run.json") or {}
+    env = run.get("environment") or {}
     if not env:
         return ""
-    if env.get("cuda"):
+    device = ((run.get("config") or {}).get("train") or {}).get("device", "auto")
+    if env.get("cuda") and device != "cpu":  # auto picks the GPU where there is one
         return f"{env['cuda']} GPU"
     return f"{env.get('cpu') or env.get('machine', '') + ' CPU'}, {env.get('torch_threads')} thread(s)"
 
