@@ -550,9 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     from aelab import runs
 
     args = argv if argv is not None else sys.argv[1:]
-    runs._command = ["aelab", *args]
     try:
-        rv = app(args=args, prog_name="aelab", standalone_mode=False)
+        with runs.running(["aelab", *args]):
+            rv = app(args=args, prog_name="aelab", standalone_mode=False)
     except AelabError as e:
         return _fail(str(e))
     except OSError as e:
@@ -570,8 +570,6 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(message())
             return 0
         return _fail(" ".join(message().split()), code)
-    finally:
-        runs._command = None
     return rv if isinstance(rv, int) else 0
 
 

@@ -367,9 +367,10 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         # the cost column: every family timed here, in interleaved rounds (one machine, one load); one fresh model
         # per (family, d), initialised like its first seed (reversed: the first seed's entry is written last)
         fresh = {(f, d): build_model(m, shape, seed) for (f, d, seed), (_, m, _, _) in reversed(models.items())}
-        _, _, tc, data = next(iter(models.values()))
+        _, _, tc, data = next(iter(models.values()))  # every model of the study trains on the same data
         train, _ = _splits(ctx, cfg, data)
-        cost = epoch_seconds(fresh, to_float(train.images[:tc.batch_size]), len(train))
+        n_train = len(train)
+        cost = epoch_seconds(fresh, to_float(train.images[:tc.batch_size]), n_train)
         rows, first, untrained, refs = [], {}, {}, {}
         for (family, d, seed), (name, m, _tc, data) in models.items():
             train, _ = _splits(ctx, cfg, data)
@@ -391,7 +392,7 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
                               cfg.decoders.runs[0][0], to_float(test.images[:500]), cfg.decoders.init_seeds)
         return {"rows": summary, "runs": rows, "epochs": cfg.train.epochs, "untrained": grid,
                 "timed_on": f"{processor()}, {torch.get_num_threads()} threads",
-                "n_train": len(_splits(ctx, cfg, next(iter(models.values()))[3])[0]),
+                "n_train": n_train,
                 "classifier_accuracy": judge.accuracy if judge else None}
 
     names = [v[0] for v in models.values()]

@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,24 @@ def versions() -> dict[str, str]:
     return out
 
 
-_command: list[str] | None = None  # while aelab.cli.main runs: its command line (else this process's sys.argv)
+_command: list[str] | None = None  # set by ``running``: the command line of the CLI call in progress
 
 
 def command() -> list[str]:
     """The command line of what is running, as recorded in run.json: ``aelab ...`` when the CLI was called from
     Python (``aelab.cli.main(argv)``), else sys.argv."""
     return list(_command) if _command is not None else list(sys.argv)
+
+
+@contextmanager
+def running(argv: list[str]):
+    """Within the block, ``command()`` is ``argv`` (the CLI's own call, which sys.argv need not show)."""
+    global _command
+    before, _command = _command, list(argv)
+    try:
+        yield
+    finally:
+        _command = before
 
 
 def processor() -> str:
