@@ -112,6 +112,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     assert not (tmp_path / "checkpoints" / "epoch-0002.json").exists()
 
 
+def test_the_loss_is_checked_every_few_steps_not_only_at_the_end_of_an_epoch(small, tmp_path, monkeypatch):
+    """The loss is read back every LOSS_CHECK_EVERY steps (not every step: that stalls a GPU); a NaN in the
+    first batch stops the run at the first check, long before the end of the epoch."""
+    import aelab.train
+
+    monkeypatch.setattr(aelab.train, "LOSS_CHECK_EVERY", 2)
+    train_x = small[0][:1000].clone()
+    train_x[0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="epoch 1, by step 1;"):
+        fit(_model(), train_x, small[1][:50], lecture_train(epochs=1, shuffle=False), tmp_path, progress=False)
+
+
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--preset", "lecture", "--dataset", "synthetic", "--out", str(out), "--n-train", "300",

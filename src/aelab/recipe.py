@@ -5,9 +5,12 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 
 - ``schedule = "onecycle"``: the learning rate rises from lr/25 to lr over the first 30 % of the steps and anneals
   to lr/25e4 (cosine) — torch.optim.lr_scheduler.OneCycleLR's defaults, without momentum cycling.  Computed
-  from the step number alone, so a resumed run continues exactly (no scheduler state to store).  Its peak was
-  tuned for full-data runs (1800 steps); in a 100-step run (2 epochs of 5000 digits) it collapsed to the mean
-  image for 2 of 3 seeds, as did lower one-cycle peaks (under-trained): short runs want ``--preset lecture``.
+  from the step number alone, so a resumed run continues exactly (no scheduler state to store).  The peak,
+  8e-3 at batch 100, and batch 50 were chosen over 1.2e-2 at batch 100, which collapsed to the mean image for
+  one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
+  Short runs (100 steps, a restorer on 5000 digits) collapsed at such peaks too: they want ``--preset lecture``.
+- ``batch_size = 50``: on a CPU as many samples per second as batch 100 or more, and twice the updates per epoch;
+  on a GPU, where a step of this small model costs its kernel launches, a larger batch is faster.
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
 - ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
