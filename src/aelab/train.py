@@ -397,16 +397,16 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
         running += loss.detach().double() * len(idx)
         seen += len(idx)
         if (step + 1) % LOSS_CHECK_EVERY == 0:
-            batches.set_postfix(loss=f"{_check_loss(running, seen, n_proc, epoch, step, run_dir):.3f}")
-    _check_loss(running, seen, n_proc, epoch, step, run_dir)
+            batches.set_postfix(loss=f"{_check_loss(running, seen, epoch, step, run_dir):.3f}")
+    _check_loss(running, seen, epoch, step, run_dir)
     return running.item(), seen
 
 
-def _check_loss(running: torch.Tensor, seen: int, n_proc: int, epoch: int, step: int, run_dir) -> float:
+def _check_loss(running: torch.Tensor, seen: int, epoch: int, step: int, run_dir) -> float:
     """The mean training loss so far in this epoch (on every process: all stop together when one diverges)."""
     from aelab import distributed
 
-    total, count = distributed.all_sum([running.item(), float(seen)]) if n_proc > 1 else (running.item(), seen)
+    total, count = distributed.all_sum([running.item(), float(seen)])  # the identity in one process
     mean = total / count
     if not math.isfinite(mean):
         last = latest_checkpoint(run_dir) if run_dir else None
