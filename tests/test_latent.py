@@ -60,6 +60,19 @@ def test_gmm_bic_finds_the_clusters_and_beats_one_gaussian(clusters):
     assert (near < 2.5).mean() > 0.97  # samples stay near the clusters, not in the gaps between them
 
 
+def test_gmm_refit_on_all_latents_starts_from_the_subset_fit(clusters):
+    """BIC on a 600-point subset; the refit on all 4500 points must reach what a cold EM fit reaches."""
+    from sklearn.mixture import GaussianMixture
+
+    z, zt = clusters
+    gmm = make_density("gmm", candidates=(1, 2, 3, 6), bic_subset=600).fit(z)
+    cold = GaussianMixture(3, covariance_type="full", random_state=0, reg_covar=1e-5).fit(z)
+    assert gmm.n_components_ == 3
+    assert gmm.model_.means_init is not None  # started from the subset's mixture, not from k-means
+    assert gmm.log_prob(zt).mean() == pytest.approx(cold.score(zt), abs=1e-3)
+    np.testing.assert_allclose(np.sort(gmm.model_.means_[:, 0]), np.sort(cold.means_[:, 0]), atol=1e-2)
+
+
 def test_flow_is_invertible_and_learns_the_clusters(clusters):
     z, zt = clusters
     flow = Flow(steps=600, seed=0).fit(z)
