@@ -29,8 +29,8 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-# throughput (a few minutes), then time to quality (both recipes trained on all 60000 digits: about 20 minutes on
-# 2 CPU cores); add --out to either to record it (docs/benchmarks.md gives the commands behind its numbers)
+# throughput (a few minutes), then time to quality (three trainings on all 60000 digits: about 40 minutes on 2 CPU
+# cores); add --out to either to record it (docs/benchmarks.md gives the commands behind its numbers)
 bench: setup
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/ttq.py

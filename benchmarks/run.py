@@ -1,4 +1,5 @@
-"""Benchmarks: ratios against a baseline measured in the same run, medians of repeats.
+"""Benchmarks: ratios against a baseline measured in the same run, medians of repeats; where two trainers are
+compared, each ratio is the median over rounds that run every contender once (``interleaved``).
 
     python benchmarks/run.py [--repeats 5] [--out docs/benchmarks.json]
 
@@ -43,6 +44,28 @@ def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each of ``fns`` (name -> callable), run in rounds, one call of each per round, in an order that
+    rotates from round to round: on a shared CPU whose speed drifts, a ratio of two times taken in the same
+    round is far steadier than a ratio of two blocks of repeats taken minutes apart."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def ratio(base: list[float], other: list[float]) -> float:
+    """Median over rounds of base / other: how many times faster ``other`` ran than ``base``."""
+    return statistics.median(b / o for b, o in zip(base, other, strict=True))
+
+
 def train_steps(memory_format, steps: int = 10, batch: int = 100):
     torch.manual_seed(0)
     model = AutoEncoder(8).to(memory_format=memory_format)
@@ -67,11 +90,12 @@ def main() -> None:
 
     macs = sum(r.macs for r in layer_table(AutoEncoder(8), (1, 28, 28)))
     flops_per_step = 3 * 2 * macs * 100 * 10  # 10 steps of batch 100
-    base = median_seconds(train_steps(torch.contiguous_format), args.repeats)
-    cl = median_seconds(train_steps(torch.channels_last), args.repeats)
+    steps = interleaved({"contiguous": train_steps(torch.contiguous_format),
+                         "channels_last": train_steps(torch.channels_last)}, args.repeats, warmup=2)
+    base, cl = (statistics.median(steps[k]) for k in ("contiguous", "channels_last"))
     results["train_step"] = {
         "contiguous_s_per_10_steps": base, "channels_last_s_per_10_steps": cl,
-        "speedup_channels_last": base / cl,
+        "speedup_channels_last": ratio(steps["contiguous"], steps["channels_last"]),
         "gflops_contiguous": flops_per_step / base / 1e9, "gflops_channels_last": flops_per_step / cl / 1e9,
         "epoch_seconds_estimate_channels_last": cl / 1000 * 60000,
     }
@@ -132,22 +156,24 @@ def conv_peak(dtype: torch.dtype, repeats: int) -> float:
         return flops / median_seconds(synced(lambda: F.conv2d(x, w, padding=1)), repeats) / 1e9
 
 
+def lecture_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  batch_size: int = 100) -> None:
+    """One epoch of the slide's training loop, as printed: no shuffle, contiguous tensors."""
+    for input in x.split(batch_size):
+        output = model.decode(model.encode(input))
+        loss = 0.5 * (output - input).pow(2).sum() / input.size(0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def lecture_loop(x: torch.Tensor, batch_size: int = 100):
-    """The slide's training loop, as printed: no shuffle, contiguous tensors, Adam(1e-3)."""
+    """The slide's loop with its Adam(1e-3), one epoch over x per call."""
     torch.manual_seed(0)
     model = AutoEncoder(8).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = x.to(DEVICE)
-
-    @synced
-    def run():
-        for input in x.split(batch_size):
-            output = model.decode(model.encode(input))
-            loss = 0.5 * (output - input).pow(2).sum() / input.size(0)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return run
+    return synced(lambda: lecture_epoch(model, optimizer, x, batch_size))
 
 
 def aelab_fit(x: torch.Tensor, **train):
@@ -197,20 +223,19 @@ def throughput(repeats: int) -> dict:
     x = torch.rand(n, 1, 28, 28)
     macs = sum(r.macs for r in layer_table(AutoEncoder(8), (1, 28, 28)))
     flops_per_sample = 3 * 2 * macs  # forward + backward
-    lecture = median_seconds(lecture_loop(x), repeats, warmup=1)
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
-    ours = median_seconds(aelab_fit(x, precision=probe["precision"]), repeats, warmup=1)
-    # what was tried on the way to the default recipe, each against the lecture loop of this run
-    trials = {"fit batch 100, fp32, channels_last": dict(batch_size=100, precision="fp32"),
-              "fit batch 100, fp32, contiguous": dict(batch_size=100, precision="fp32", channels_last=False),
-              "fit batch 100, bf16 autocast": dict(batch_size=100, precision="bf16"),
-              "fit batch 50, fp32": dict(batch_size=50, precision="fp32"),
-              "fit batch 250, fp32": dict(batch_size=250, precision="fp32"),
-              "fit batch 500, fp32": dict(batch_size=500, precision="fp32")}
-    tried = {name: lecture / median_seconds(aelab_fit(x, **kw), max(1, repeats // 2), warmup=1)
-             for name, kw in trials.items()}
+    # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
+    runs = {"lecture loop": lecture_loop(x), "fit default": aelab_fit(x, precision=probe["precision"]),
+            "fit batch 100, fp32, channels_last": aelab_fit(x, batch_size=100, precision="fp32"),
+            "fit batch 100, fp32, contiguous": aelab_fit(x, batch_size=100, precision="fp32", channels_last=False),
+            "fit batch 100, bf16 autocast": aelab_fit(x, batch_size=100, precision="bf16"),
+            "fit batch 250, fp32": aelab_fit(x, batch_size=250, precision="fp32"),
+            "fit batch 500, fp32": aelab_fit(x, batch_size=500, precision="fp32")}
+    times = interleaved(runs, repeats)
+    lecture, ours = statistics.median(times["lecture loop"]), statistics.median(times["fit default"])
+    tried = {name: ratio(times["lecture loop"], t) for name, t in times.items() if name != "lecture loop"}
     if DEVICE.type == "cuda":  # cuDNN's autotuner: fixed shapes, so it may pick faster kernels (not the default)
         torch.backends.cudnn.benchmark = True
         tried["fit batch 100, fp32, cudnn.benchmark"] = lecture / median_seconds(
@@ -223,7 +248,8 @@ def throughput(repeats: int) -> dict:
     return {
         "samples": n, "device": str(DEVICE), "cpu_flags": cpu_flags(),
         "lecture_loop_samples_per_s": n / lecture, "aelab_fit_samples_per_s": n / ours,
-        "aelab_vs_lecture": lecture / ours, "tried_vs_lecture": tried, "precision_probe": probe,
+        "aelab_vs_lecture": tried["fit default"], "tried_vs_lecture": tried, "precision_probe": probe,
+        "seconds_per_round": times,
         "lecture_gflops": n * flops_per_sample / lecture / 1e9, "aelab_gflops": n * flops_per_sample / ours / 1e9,
         "conv_peak_fp32_gflops": peak32, "conv_peak_bf16_gflops": peak16,
         "aelab_share_of_fp32_conv_peak": n * flops_per_sample / ours / 1e9 / peak32,

@@ -15,7 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def recipe_name(train: dict) -> str:
+def recipe_name(train: dict, trainer: str = "") -> str:
+    if trainer == "lecture-loop":
+        return f"constant {train['lr']:g}, batch {train['batch_size']}, the lecture's loop as printed"
     if train["schedule"] == "constant":
         return f"constant {train['lr']:g}, batch {train['batch_size']}"
     rule = " (at batch 100)" if train["lr_scaling"] == "sqrt" and train["batch_size"] != 100 else ""
@@ -31,7 +33,8 @@ def rows(files: list[Path]) -> list[dict]:
             last = run["epochs"][-1]
             if run["train"]["schedule"] == "constant":
                 last = next((e for e in run["epochs"] if e["epoch"] == 10), last)
-            out.append({"recipe": recipe_name(run["train"]), "epochs": last["epoch"], "seed": run["train"]["seed"],
+            out.append({"recipe": recipe_name(run["train"], run["recipe"]), "epochs": last["epoch"],
+                        "seed": run["train"]["seed"],
                         "mse": last["test_mse"], "kept": last["digit_kept"],
                         "met": last["test_mse"] <= target["mse"] and last["digit_kept"] >= target["digit_kept"],
                         "file": path.name})
