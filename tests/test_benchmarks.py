@@ -1,0 +1,46 @@
+"""The benchmark scripts' timing rule: contenders timed in alternating rounds give the true ratio of their costs
+even when the machine's speed drifts (a shared CPU), where blocks of repeats would not."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+run = pytest.importorskip("run")
+
+
+class DriftingClock:
+    """A fake perf_counter: each unit of work takes longer as time goes on (the machine slows down 3x)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, units: float) -> None:
+        self.now += units * (1.0 if self.now < 20 else 3.0)
+
+
+def test_interleaved_rounds_rotate_and_recover_the_cost_ratio_under_drift(monkeypatch):
+    clock = DriftingClock()
+    monkeypatch.setattr(run.time, "perf_counter", clock)
+    calls = []
+    fns = {name: (lambda name=name, cost=cost: (calls.append(name), clock.work(cost)))
+           for name, cost in (("slow", 1.0), ("fast", 0.5), ("mid", 0.8))}
+    times = run.interleaved(fns, repeats=12, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"slow": 12, "fast": 12, "mid": 12}
+    rounds = [calls[i:i + 3] for i in range(3, len(calls), 3)]  # after the warm-up round
+    assert all(sorted(r) == ["fast", "mid", "slow"] for r in rounds)  # each round runs every contender once
+    assert {r[0] for r in rounds} == {"slow", "fast", "mid"}  # and the order rotates
+    assert run.ratio(times["slow"], times["fast"]) == pytest.approx(2.0)
+    assert run.ratio(times["slow"], times["mid"]) == pytest.approx(1.25, rel=0.1)
+    # the same costs timed in blocks (all of "slow", then all of "fast", with the slow-down in between) would
+    # read the drift as a speed difference
+    clock.now, blocks = 8.0, {}
+    for name in ("slow", "fast"):
+        blocks[name] = [(t0 := clock(), fns[name](), clock() - t0)[-1] for _ in range(12)]
+    assert run.ratio(blocks["slow"], blocks["fast"]) == pytest.approx(2.0 / 3)
