@@ -29,7 +29,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-# throughput (a few minutes), then time to quality (three trainings on all 60000 digits: about 40 minutes on 2 CPU
+# throughput (a few minutes), then time to quality (three trainings on all 60000 digits: about 30 minutes on 2 CPU
 # cores); add --out to either to record it (docs/benchmarks.md gives the commands behind its numbers)
 bench: setup
 	$(BIN)/python benchmarks/run.py
