@@ -236,7 +236,9 @@ def throughput(repeats: int) -> dict:
     times = interleaved(runs, repeats)
     lecture, ours = statistics.median(times["lecture loop"]), statistics.median(times["fit default"])
     tried = {name: ratio(times["lecture loop"], t) for name, t in times.items() if name != "lecture loop"}
-    if DEVICE.type == "cuda":  # cuDNN's autotuner: fixed shapes, so it may pick faster kernels (not the default)
+    # cuDNN's autotuner (fixed shapes, so it may pick faster kernels; not the default) is a global switch: timed
+    # in its own block after the rounds, against their lecture-loop median
+    if DEVICE.type == "cuda":
         torch.backends.cudnn.benchmark = True
         tried["fit batch 100, fp32, cudnn.benchmark"] = lecture / median_seconds(
             aelab_fit(x, precision="fp32"), max(1, repeats // 2), warmup=1)
