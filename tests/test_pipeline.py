@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 
 from aelab.cli import main
 from aelab.config import resolve
+from aelab.errors import ConfigError
 from aelab.pipeline import plan_status, reproduce
+from aelab.train import TrainingDiverged
 
 TINY = ["data.name=synthetic", "sweep.dims=2,4", "latent.dims=4", "latent.vaes=1@4", "latent.n_samples=100",
         "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12",
@@ -139,6 +141,38 @@ def test_interrupted_training_stage_resumes_at_its_epoch_with_identical_weights(
     weights = [load_file(str(next((r[-1].path / "checkpoints").glob("*.safetensors")))) for r in (straight, resumed)]
     assert weights[0].keys() == weights[1].keys()
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+
+
+def test_jobs_compute_stages_side_by_side_into_the_same_keys_with_the_same_results(run, tmp_path):
+    """--jobs 2 runs each stage in a worker process as soon as its needs are complete: the stages land under
+    the keys one process gives them, with the same scores (up to the rounding of another thread count)."""
+    lines: list[str] = []
+    results = reproduce(tiny(), tmp_path / "par", progress=False, echo=lines.append, targets=("sweep",), jobs=2)
+    assert statuses(results) == dict.fromkeys(["data", "evaluator", "ae-d2", "ae-d4", "pca", "sweep"], "computed")
+    assert sum("computing in a worker process" in line for line in lines) == 6
+    for r in results:  # the same key, so the same folder name as in the one-process run
+        mine = json.loads((r.path / "metrics.json").read_text())
+        theirs = json.loads((run / "stages" / r.name / r.path.name / "metrics.json").read_text())
+        if r.name.startswith("ae-"):
+            assert mine["test_mse"] == pytest.approx(theirs["test_mse"], rel=1e-5)
+        if r.name == "sweep":
+            for a, b in zip(mine["rows"], theirs["rows"], strict=True):
+                assert (a["d"], a["model"]) == (b["d"], b["model"])
+                assert a["mse"] == pytest.approx(b["mse"], rel=1e-5)
+    rec = json.loads((tmp_path / "par" / "stages.json").read_text())
+    assert rec["jobs"] == 2 and [s["status"] for s in rec["stages"]] == ["computed"] * 6
+    again = reproduce(tiny(), tmp_path / "par", progress=False, echo=lambda s: None, targets=("sweep",), jobs=2)
+    assert set(statuses(again).values()) == {"reused"}
+
+
+def test_a_stage_failing_in_a_worker_raises_its_error_and_keeps_the_finished_stages(tmp_path):
+    cfg = tiny("train.lr=1e9", "train.schedule=constant", "train.lr_scaling=none")  # the trainings diverge
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        reproduce(cfg, tmp_path / "r", progress=False, echo=lambda s: None, targets=("sweep",), jobs=2)
+    done = {name for name, status, _ in plan_status(cfg, tmp_path / "r", targets=("sweep",)) if status == "reuse"}
+    assert {"data", "evaluator"} <= done and not {"ae-d2", "ae-d4", "sweep"} & done
+    with pytest.raises(ConfigError, match="at least 1"):
+        reproduce(cfg, tmp_path / "r", progress=False, echo=lambda s: None, targets=("sweep",), jobs=0)
 
 
 def test_reproduce_cli_prints_the_stage_table_and_the_report_path(tmp_path, capsys):

@@ -157,6 +157,10 @@ def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="R
                   skip: Annotated[list[str] | None, typer.Option(
                       "--skip", help="Leave out a study (decoders or restoration) and the models only it trains; "
                                      "the report leaves its section out (repeatable).")] = None,
+                  jobs: Annotated[int, typer.Option(
+                      "--jobs", "-j", min=1, help="Stages computed at once, each in its own process, the CPU "
+                                                  "threads shared among them (independent trainings side by side; "
+                                                  "see docs/benchmarks.md).")] = 1,
                   quiet: Quiet = False) -> None:
     """The whole lecture as cached stages (data, evaluator, autoencoders, PCA, sweep, latent study, operators,
     model table, report): a rerun reuses what is done, a changed setting recomputes what depends on it."""
@@ -169,7 +173,8 @@ def reproduce_cmd(cfg, out: Annotated[Path | None, typer.Option("--out", help="R
         for name, status, path in plan_status(cfg, out, stage or None, skip or ()):
             typer.echo(f"{name:32s} {status:8s} {path}")
         return
-    results = reproduce(cfg, out, progress=not quiet, echo=typer.echo, targets=stage or None, skip=skip or ())
+    results = reproduce(cfg, out, progress=not quiet, echo=typer.echo, targets=stage or None, skip=skip or (),
+                        jobs=jobs)
     if _is_main():
         _echo_summary(results)
         if any(r.name == "report" for r in results):

@@ -11,6 +11,7 @@ captions) and returns its metrics; the report stage reads only those files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ from aelab.experiments import (
 from aelab.figures import save_rows
 from aelab.io import atomic_write_json, atomic_write_text
 from aelab.runs import environment, processor, record
-from aelab.stages import Context, Result, Stage, is_complete, keys, read_json, run_stages, stage_dir
+from aelab.stages import Context, Result, Stage, is_complete, keys, read_json, run_parallel, run_stages, stage_dir
 
 
 def write_manifest(out: Path, section: str, figures: list[Figure], **extra) -> None:
@@ -536,34 +537,60 @@ def plan_status(cfg: Config, out: str | Path, targets=None, skip=()) -> list[tup
 
 
 def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
-              targets=None, skip=()) -> list[Result]:
+              targets=None, skip=(), jobs: int = 1) -> list[Result]:
     """Run (or reuse) the stages of ``cfg`` (all, or only ``targets`` and their needs; without the studies in
     ``skip``) under ``out/stages``; with the report stage, copy the report to ``out/report``.  Writes
-    out/config.toml, run.json, stages.json."""
+    out/config.toml, run.json, stages.json.
+
+    jobs: stages computed at once, each in its own process (``aelab.stages.run_parallel``), the torch threads
+    shared among them; 1 computes them one after the other in this process."""
+    import torch
+
     from aelab import distributed
     from aelab.runs import RunLock
     from aelab.train import resolve_device
 
+    if jobs < 1:
+        raise ConfigError(f"jobs = {jobs}: give at least 1 (the number of stages computed at once)")
     out = Path(out)
     t0 = time.perf_counter()
     stages, splits, hashes = _planned(cfg, targets, skip)
     distributed.init_from_env(resolve_device(cfg.train.device))  # under torchrun: training stages use every process
+    if jobs > 1 and distributed.world()[1] > 1:
+        raise ConfigError(f"--jobs {jobs} under torchrun: the torchrun processes already share each training "
+                          "stage; use one or the other")
     if not distributed.is_main():  # rank 0 holds the lock and writes; the others train with it
         return run_stages(stages, out / "stages", progress=False, memo={f"splits:{cfg.data}": splits})
     with RunLock(out):
         atomic_write_text(out / "config.toml", to_toml(cfg))
-        results = run_stages(stages, out / "stages", progress=progress, echo=echo, memo={f"splits:{cfg.data}": splits})
-        _finish(cfg, out, results, hashes, t0)
+        computed = {}
+        if jobs > 1:
+            worker = functools.partial(_stage_in_worker, cfg, str(out), tuple(skip))
+            computed = run_parallel(stages, out / "stages", jobs, worker, threads=torch.get_num_threads(), echo=echo)
+        results = run_stages(stages, out / "stages", progress=progress, echo=echo,
+                             memo={f"splits:{cfg.data}": splits}, computed=computed)
+        _finish(cfg, out, results, hashes, t0, jobs)
     return results
 
 
-def _finish(cfg: Config, out: Path, results: list[Result], hashes: dict[str, str], t0: float) -> None:
+def _stage_in_worker(cfg: Config, out: str, skip: tuple[str, ...], name: str, threads: int) -> Result:
+    """In a process of ``run_parallel``: compute stage ``name`` of ``cfg`` in ``out`` (its needs are complete)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    stages, splits, _ = _planned(cfg, (name,), skip)
+    results = run_stages(stages, Path(out) / "stages", progress=False, echo=lambda _text: None,
+                         memo={f"splits:{cfg.data}": splits})
+    return next(r for r in results if r.name == name)
+
+
+def _finish(cfg: Config, out: Path, results: list[Result], hashes: dict[str, str], t0: float, jobs: int) -> None:
     report = next((r for r in results if r.name == "report"), None)
     if report is not None:
         publish_report(report.path, out / "report")
     record(out, config=to_dict(cfg), seed=cfg.train.seed,
            data={f"{cfg.data.name}/{k}": v for k, v in hashes.items()})
-    atomic_write_json(out / "stages.json", {"seconds": time.perf_counter() - t0, "commit": git_commit(),
+    atomic_write_json(out / "stages.json", {"seconds": time.perf_counter() - t0, "jobs": jobs, "commit": git_commit(),
                                             "stages": [{"name": r.name, "key": r.key, "status": r.status,
                                                         "seconds": r.seconds,
                                                         "path": r.path.relative_to(out).as_posix()}

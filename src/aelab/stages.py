@@ -86,8 +86,12 @@ def is_complete(path: Path) -> bool:
 
 
 def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
-               echo: Callable[[str], None] = print, memo: dict[str, Any] | None = None) -> list[Result]:
+               echo: Callable[[str], None] = print, memo: dict[str, Any] | None = None,
+               computed: dict[str, Result] | None = None) -> list[Result]:
     """Run every stage whose output is not complete in ``store``, reuse the rest; returns one Result each.
+
+    computed: the Results of stages that ``run_parallel`` has just computed (complete now, but reported as
+    computed, with their own seconds, not as reused).
 
     Under torchrun (``aelab.distributed``) every process walks the same plan: a ``collective`` stage (training)
     runs in all of them, any other in rank 0 alone; rank 0 alone writes and commits, and every process waits
@@ -104,6 +108,9 @@ def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
     for i, s in enumerate(stages, 1):
         final = paths[s.name]
         distributed.barrier()  # rank 0's last commit is visible to all before anyone looks
+        if is_complete(final) and s.name in (computed or {}):  # run_parallel said so as it happened
+            results.append(computed[s.name])
+            continue
         if is_complete(final):
             seconds = json.loads((final / "stage.json").read_text()).get("seconds", 0.0)
             echo(f"[{i}/{len(stages)}] {s.name}: reused ({final})")
@@ -136,6 +143,62 @@ def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
         results.append(Result(s.name, all_keys[s.name], final, "computed", seconds))
     distributed.barrier()
     return results
+
+
+def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Callable[[str, int], Result], *,
+                 threads: int, echo: Callable[[str], None] = print) -> dict[str, Result]:
+    """Compute the incomplete stages of ``stages`` in up to ``jobs`` processes at once, each one as soon as the
+    stages it needs are complete; returns the Result of every stage computed.
+
+    worker(name, threads): a picklable function that runs in a fresh (spawned) process, plans again and computes
+    the stage ``name`` with ``threads`` torch threads (``run_stages`` of it and its needs, which are complete by
+    then).  While several stages are ready each gets ``threads // jobs``; a stage that starts alone gets them all.
+    Each stage still commits by renaming its own folder, so an interruption loses no finished stage, and a
+    training stage resumes from its checkpoints.  When a stage fails, no new one starts; the running ones finish
+    (their work is kept) and the first error is raised.
+
+    Why processes: on a CPU the lecture's small convolutions scale poorly from one thread to two, so two
+    single-threaded trainings side by side train more samples per second than one with two threads
+    (docs/benchmarks.md, "The whole study on 2 CPU cores")."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    store = Path(store)
+    all_keys = keys(stages)
+    todo = {s.name: s for s in stages if not is_complete(stage_dir(store, s.name, all_keys[s.name]))}
+    label = {s.name: f"[{i}/{len(stages)}] {s.name}" for i, s in enumerate(stages, 1)}
+    running: dict[Any, str] = {}
+    done: dict[str, Result] = {}
+    failure: BaseException | None = None
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in range(min(jobs, len(todo))):  # start the processes together (a few seconds of imports each)
+            pool.submit(_started, worker)
+        while running or (todo and failure is None):
+            if failure is None:
+                ready = [s for s in todo.values() if not any(n in todo or n in running.values() for n in s.needs)]
+                share = max(1, threads // max(1, min(jobs, len(running) + len(ready))))
+                for s in ready[: jobs - len(running)]:
+                    echo(f"{label[s.name]}: computing in a worker process ({share} thread(s)) -> "
+                         f"{stage_dir(store, s.name, all_keys[s.name])}")
+                    running[pool.submit(worker, s.name, share)] = s.name
+                    del todo[s.name]
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                try:
+                    done[name] = future.result()
+                    echo(f"{label[name]}: done in {done[name].seconds:.1f} s")
+                except BaseException as e:  # noqa: BLE001 - re-raised below, once the running stages end
+                    failure = failure or e
+    if failure is not None:
+        raise failure
+    return done
+
+
+def _started(_worker: Callable) -> None:
+    """Nothing: a worker process that unpickled this call has imported the worker's module (torch with it)."""
 
 
 def read_json(path: Path) -> Any:
