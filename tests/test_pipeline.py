@@ -5,6 +5,10 @@ has every section, checked in a real browser (Debian's chromium driven by Playwr
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +177,34 @@ def test_a_stage_failing_in_a_worker_raises_its_error_and_keeps_the_finished_sta
     assert {"data", "evaluator"} <= done and not {"ae-d2", "ae-d4", "sweep"} & done
     with pytest.raises(ConfigError, match="at least 1"):
         reproduce(cfg, tmp_path / "r", progress=False, echo=lambda s: None, targets=("sweep",), jobs=0)
+
+
+def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings(tmp_path):
+    """Ctrl-C reaches the run's whole process group: the run and its worker processes stop within seconds, the
+    interrupted trainings keep their checkpoints, and a rerun resumes them."""
+    out, sets = tmp_path / "r", [*TINY, "train.epochs=5"]
+    child = subprocess.Popen([sys.executable, "-m", "aelab", "reproduce", "--out", str(out), "--jobs", "2", "--quiet",
+                              "--stage", "ae-d2", "--stage", "ae-d4", *sum((["--set", s] for s in sets), [])],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    deadline = time.monotonic() + 120
+    while not list(out.glob("stages/ae-d*/*.partial/checkpoints/epoch-0001.json")):
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C does: the signal goes to every process of the group
+    t0 = time.monotonic()
+    output = child.communicate(timeout=60)[0]
+    assert child.returncode != 0 and time.monotonic() - t0 < 30, output
+    assert "KeyboardInterrupt" in output or child.returncode in (130, -signal.SIGINT), output
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-s", str(child.pid)], capture_output=True, text=True)
+    assert [line for line in ps.stdout.splitlines() if not line.startswith("Z")] == []  # none left (zombies aside)
+    lines: list[str] = []
+    results = reproduce(resolve("quick", sets=sets), out, progress=False, echo=lines.append, targets=("ae-d2", "ae-d4"),
+                        jobs=2)
+    assert any("resuming in a worker process" in line for line in lines), lines
+    for r in results[1:]:
+        assert [e["epoch"] for e in json.loads((r.path / "metrics.json").read_text())["history"]] == list(range(1, 6))
 
 
 def test_reproduce_cli_prints_the_stage_table_and_the_report_path(tmp_path, capsys):

@@ -178,8 +178,10 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
                 ready = [s for s in todo.values() if not any(n in todo or n in running.values() for n in s.needs)]
                 share = max(1, threads // max(1, min(jobs, len(running) + len(ready))))
                 for s in ready[: jobs - len(running)]:
-                    echo(f"{label[s.name]}: computing in a worker process ({share} thread(s)) -> "
-                         f"{stage_dir(store, s.name, all_keys[s.name])}")
+                    final = stage_dir(store, s.name, all_keys[s.name])
+                    resuming = s.resumable and final.with_name(final.name + ".partial").exists()
+                    echo(f"{label[s.name]}: {'resuming' if resuming else 'computing'} in a worker process "
+                         f"({share} thread(s)) -> {final}")
                     running[pool.submit(worker, s.name, share)] = s.name
                     del todo[s.name]
             if not running:
