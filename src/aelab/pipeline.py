@@ -574,13 +574,16 @@ def reproduce(cfg: Config, out: str | Path, *, progress: bool = True, echo: Call
 
 
 def _stage_in_worker(cfg: Config, out: str, skip: tuple[str, ...], name: str, threads: int) -> Result:
-    """In a process of ``run_parallel``: compute stage ``name`` of ``cfg`` in ``out`` (its needs are complete)."""
+    """In a process of ``run_parallel``: compute stage ``name`` of ``cfg`` in ``out`` (its needs are complete) with
+    ``threads`` threads, in torch and in the BLAS under NumPy and scikit-learn (the latent study's mixtures)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    stages, splits, _ = _planned(cfg, (name,), skip)
-    results = run_stages(stages, Path(out) / "stages", progress=False, echo=lambda _text: None,
-                         memo={f"splits:{cfg.data}": splits})
+    with threadpool_limits(limits=threads):
+        stages, splits, _ = _planned(cfg, (name,), skip)
+        results = run_stages(stages, Path(out) / "stages", progress=False, echo=lambda _text: None,
+                             memo={f"splits:{cfg.data}": splits})
     return next(r for r in results if r.name == name)
 
 
