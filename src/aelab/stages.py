@@ -102,13 +102,14 @@ def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
     all_keys = keys(stages)
     paths = {s.name: stage_dir(store, s.name, all_keys[s.name]) for s in stages}
     memo = {} if memo is None else memo
+    computed = computed or {}
     main = distributed.is_main()
     echo = echo if main else (lambda _text: None)
     results = []
     for i, s in enumerate(stages, 1):
         final = paths[s.name]
         distributed.barrier()  # rank 0's last commit is visible to all before anyone looks
-        if is_complete(final) and s.name in (computed or {}):  # run_parallel said so as it happened
+        if s.name in computed and is_complete(final):  # run_parallel said so as it happened
             results.append(computed[s.name])
             continue
         if is_complete(final):
