@@ -10,7 +10,9 @@ compared, each ratio is the median over rounds that run every contender once (``
 3. Training throughput: the lecture's loop exactly as printed (baseline) vs aelab's trainer (``fit``), in
    samples/s on random data of MNIST shape, with the achieved GFLOP/s and its share of the convolution peak
    measured in the same run (one large oneDNN convolution, fp32; bf16 too, reported as measured, with the
-   CPU flags that say whether bf16 is native).
+   CPU flags that say whether bf16 is native).  Each contender runs in a process of its own
+   (``interleaved_processes``): the trainer changes a process-wide setting, the C library's allocator
+   (``aelab.recipe.keep_freed_memory``), which must not reach the baseline.
 4. Inference (encode + decode) throughput, contiguous (baseline) vs channels_last.
 """
 
@@ -18,6 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
+import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -59,6 +65,67 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
             fns[name]()
             times[name].append(time.perf_counter() - t)
     return times
+
+
+def _serve(kind: str, settings: dict, env: dict, n: int, conn) -> None:
+    """One contender's process: build it on n seeded random images, then run it once per request and answer
+    with the minor page faults the run took (fresh pages from the kernel), until told to stop
+    (``interleaved_processes``)."""
+    os.environ.update(env)
+    torch.manual_seed(1234)
+    x = torch.rand(n, 1, 28, 28)
+    if kind == "lecture loop":
+        if settings.get("keep_freed_memory"):
+            from aelab.recipe import keep_freed_memory
+
+            keep_freed_memory()
+        fn = lecture_loop(x)
+    else:
+        fn = aelab_fit(x, **settings)
+    conn.send("ready")
+    while conn.recv():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+
+def interleaved_processes(contenders: dict[str, tuple[str, dict, dict]], n: int, repeats: int,
+                          warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """``interleaved`` with each contender (name -> (kind, settings, environment variables)) in a spawned
+    process of its own that waits while the others run: what one changes for its whole process cannot reach
+    the others.  Returns the seconds of each timed call (measured here: a pipe's round trip, well under a
+    millisecond, included) and the minor page faults of each call (all calls, warm-up first)."""
+    ctx = multiprocessing.get_context("spawn")
+    conns, procs = {}, []
+    faults: dict[str, list[int]] = {name: [] for name in contenders}
+    try:
+        for name, (kind, settings, env) in contenders.items():
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(kind, settings, env, n, child), daemon=True)
+            proc.start()
+            conns[name] = parent
+            procs.append(proc)
+        for conn in conns.values():
+            conn.recv()
+
+        def call(name: str) -> None:
+            conns[name].send(True)
+            faults[name].append(conns[name].recv())
+        times = interleaved({name: (lambda name=name: call(name)) for name in conns}, repeats, warmup)
+        return times, {name: f[warmup:] for name, f in faults.items()}
+    finally:
+        for conn in conns.values():
+            conn.send(False)
+        for proc in procs:
+            proc.join(timeout=30)
+
+
+def _batch(contender: tuple[str, dict, dict]) -> int:
+    """The batch size of a contender of ``interleaved_processes``."""
+    from aelab.config import TrainConfig
+
+    kind, settings, _ = contender
+    return 100 if kind == "lecture loop" else settings.get("batch_size", TrainConfig().batch_size)
 
 
 def ratio(base: list[float], other: list[float]) -> float:
@@ -220,20 +287,26 @@ def throughput(repeats: int) -> dict:
     # on a GPU 3000 samples are 30 steps of a few milliseconds, and a run's fixed costs (building the trainer,
     # the test evaluation) would be timed rather than training: there the sample is ten times larger
     n = 30000 if DEVICE.type == "cuda" else 3000
-    x = torch.rand(n, 1, 28, 28)
+    x = torch.rand(n, 1, 28, 28)  # for inference below
     macs = sum(r.macs for r in layer_table(AutoEncoder(8), (1, 28, 28)))
     flops_per_sample = 3 * 2 * macs  # forward + backward
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
-    runs = {"lecture loop": lecture_loop(x), "fit default": aelab_fit(x, precision=probe["precision"]),
-            "fit batch 100, fp32, channels_last": aelab_fit(x, batch_size=100, precision="fp32"),
-            "fit batch 100, fp32, contiguous": aelab_fit(x, batch_size=100, precision="fp32", channels_last=False),
-            "fit batch 100, bf16 autocast": aelab_fit(x, batch_size=100, precision="bf16"),
-            "fit batch 250, fp32": aelab_fit(x, batch_size=250, precision="fp32"),
-            "fit batch 500, fp32": aelab_fit(x, batch_size=500, precision="fp32")}
-    times = interleaved(runs, repeats)
+    system = {"AELAB_ALLOCATOR": "system"}  # the C library's allocator as it comes (aelab.recipe)
+    runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"precision": probe["precision"]}, {}),
+            "fit default, allocator unchanged": ("fit", {"precision": probe["precision"]}, system),
+            "lecture loop, freed memory kept": ("lecture loop", {"keep_freed_memory": True}, {}),
+            "fit batch 100, fp32, channels_last": ("fit", {"batch_size": 100, "precision": "fp32"}, {}),
+            "fit batch 100, fp32, contiguous": ("fit", {"batch_size": 100, "precision": "fp32",
+                                                        "channels_last": False}, {}),
+            "fit batch 100, fp32, contiguous, allocator unchanged": (
+                "fit", {"batch_size": 100, "precision": "fp32", "channels_last": False}, system),
+            "fit batch 100, bf16 autocast": ("fit", {"batch_size": 100, "precision": "bf16"}, {}),
+            "fit batch 250, fp32": ("fit", {"batch_size": 250, "precision": "fp32"}, {}),
+            "fit batch 500, fp32": ("fit", {"batch_size": 500, "precision": "fp32"}, {})}
+    times, faults = interleaved_processes(runs, n, repeats)
     lecture, ours = statistics.median(times["lecture loop"]), statistics.median(times["fit default"])
     tried = {name: ratio(times["lecture loop"], t) for name, t in times.items() if name != "lecture loop"}
     # cuDNN's autotuner (fixed shapes, so it may pick faster kernels; not the default) is a global switch: timed
@@ -252,6 +325,8 @@ def throughput(repeats: int) -> dict:
         "lecture_loop_samples_per_s": n / lecture, "aelab_fit_samples_per_s": n / ours,
         "aelab_vs_lecture": tried["fit default"], "tried_vs_lecture": tried, "precision_probe": probe,
         "seconds_per_round": times,
+        "page_faults_per_step": {name: statistics.median(f) / math.ceil(n / _batch(runs[name]))
+                                 for name, f in faults.items()},
         "lecture_gflops": n * flops_per_sample / lecture / 1e9, "aelab_gflops": n * flops_per_sample / ours / 1e9,
         "conv_peak_fp32_gflops": peak32, "conv_peak_bf16_gflops": peak16,
         "aelab_share_of_fp32_conv_peak": n * flops_per_sample / ours / 1e9 / peak32,

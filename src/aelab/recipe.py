@@ -16,11 +16,16 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 - ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
   shows it faster than fp32 — on a CPU without native bf16 it is several times slower; the choice and its
   timings are recorded with the run.
+- freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
+  megabytes of activations of every step back to the system and takes them again, page by page, the next step.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import platform
 import time
 from contextlib import nullcontext
 
@@ -94,6 +99,50 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
               f"bf16 autocast {speedup:.2f}x the speed of fp32 on this {device.type} "
               f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP})")
     return {"precision": choice, "seconds_per_step": times, "batch": len(x), "reason": reason}
+
+
+# glibc's mallopt parameters (malloc.h) and the values set: every allocation up to 32 MiB (the largest threshold
+# glibc accepts on 64-bit systems) from the heap, and up to 1 GiB of free heap kept rather than returned
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 1 << 30
+ALLOCATOR_ENV = "AELAB_ALLOCATOR"  # "system" leaves the C library's allocator as it is
+_allocator: dict | None = None  # what keep_freed_memory did in this process (it is a process-wide setting)
+
+
+def keep_freed_memory() -> dict:
+    """Make glibc's malloc keep freed memory for the next training step; returns what was done (recorded in
+    run.json).  Idempotent, process-wide, and left in place afterwards.
+
+    Why: by default glibc serves large blocks with mmap and gives the top of its heap back to the system when
+    it is freed, so each training step of the lecture's model at batch 100 took 6000 to 12000 freshly zeroed
+    pages (24 to 47 MB) from the kernel, one page fault each (docs/benchmarks.md).  Raising the two thresholds,
+    as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would at start-up, removes them; the price is a
+    process that keeps the memory of its largest step until it ends.  Nothing is changed where the user chose
+    (``AELAB_ALLOCATOR=system``, those two variables, or another allocator in ``LD_PRELOAD``) or the C library
+    is not glibc."""
+    global _allocator
+    if _allocator is not None:
+        return _allocator
+    preload = os.environ.get("LD_PRELOAD", "")
+    if os.environ.get(ALLOCATOR_ENV, "keep") == "system":
+        why = f"{ALLOCATOR_ENV}=system"
+    elif any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        why = "MALLOC_*_THRESHOLD_ set in the environment"
+    elif any(name in preload for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        why = "another allocator in LD_PRELOAD"
+    elif platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        why = "the C library is not glibc"
+    else:
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+            _allocator = {"allocator": "glibc, freed memory kept", "mmap_threshold": MMAP_THRESHOLD,
+                          "trim_threshold": TRIM_THRESHOLD}
+            return _allocator
+        why = "glibc refused the thresholds"
+    _allocator = {"allocator": "system, unchanged", "reason": why}
+    return _allocator
 
 
 def describe(train: dict) -> str:

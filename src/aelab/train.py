@@ -33,7 +33,7 @@ from aelab.config import TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
 from aelab.metrics import reconstruction_scores
-from aelab.recipe import autocast, effective_lr, lr_at
+from aelab.recipe import autocast, effective_lr, keep_freed_memory, lr_at
 from aelab.runs import environment
 
 
@@ -49,6 +49,7 @@ class History:
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     precision: dict[str, Any] = field(default_factory=dict)  # what ran, and why (``choose_precision``)
+    allocator: dict[str, Any] = field(default_factory=dict)  # the C library's allocator (``keep_freed_memory``)
 
     @property
     def last(self) -> dict[str, float]:
@@ -268,6 +269,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     if cfg.batch_size % n_proc:
         raise ConfigError(f"train.batch_size = {cfg.batch_size} must be a multiple of the {n_proc} processes, so each "
                           "takes an equal share of every batch")
+    allocator = keep_freed_memory()  # before the precision measurement, which it speeds up like every step
     fmt = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
     model.to(device).to(memory_format=fmt)
     if device.type == "cuda":
@@ -296,9 +298,9 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                 precision = rec["precision"]  # a resumed run keeps the precision it was measured to need
     if precision is None:
         precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
-    history.precision = precision
+    history.precision, history.allocator = precision, allocator
     record = {"train_config": asdict(cfg), **(record or {}), "environment": environment(), "processes": n_proc,
-              "precision": precision}
+              "precision": precision, "allocator": allocator}
     devices = [device.index or 0] if device.type == "cuda" else []
     step_model = None
     if n_proc > 1:  # DDP averages the gradients of the processes' shares of each batch
