@@ -101,10 +101,11 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     return {"precision": choice, "seconds_per_step": times, "batch": len(x), "reason": reason}
 
 
-# glibc's mallopt parameters (malloc.h) and the values set: every allocation up to 32 MiB (the largest threshold
-# glibc accepts on 64-bit systems) from the heap, and up to 1 GiB of free heap kept rather than returned
+# glibc's mallopt parameters (malloc.h) and the values set: blocks up to 256 MiB from the heap (a step of batch 500,
+# an evaluation batch of 1000 images; glibc versions that cap the threshold at 32 MiB get that), and up to 1 GiB
+# of free heap kept rather than returned
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 << 20
+MMAP_THRESHOLDS = (256 << 20, 32 << 20)
 TRIM_THRESHOLD = 1 << 30
 ALLOCATOR_ENV = "AELAB_ALLOCATOR"  # "system" leaves the C library's allocator as it is
 _allocator: dict | None = None  # what keep_freed_memory did in this process (it is a process-wide setting)
@@ -115,8 +116,9 @@ def keep_freed_memory() -> dict:
     run.json).  Idempotent, process-wide, and left in place afterwards.
 
     Why: by default glibc serves large blocks with mmap and gives the top of its heap back to the system when
-    it is freed, so each training step of the lecture's model at batch 100 took 6000 to 12000 freshly zeroed
-    pages (24 to 47 MB) from the kernel, one page fault each (docs/benchmarks.md).  Raising the two thresholds,
+    it is freed, so each training step of the lecture's loop at batch 100 took about 19000 freshly zeroed pages
+    (75 MB) from the kernel, one page fault each, and ran 1.21x slower for it (docs/allocator.json, written by
+    benchmarks/allocator.py).  Raising the two thresholds,
     as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would at start-up, removes them; the price is a
     process that keeps the memory of its largest step until it ends.  Nothing is changed where the user chose
     (``AELAB_ALLOCATOR=system``, those two variables, or another allocator in ``LD_PRELOAD``) or the C library
@@ -136,8 +138,9 @@ def keep_freed_memory() -> dict:
     else:
         mallopt = ctypes.CDLL(None).mallopt
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
-            _allocator = {"allocator": "glibc, freed memory kept", "mmap_threshold": MMAP_THRESHOLD,
+        mmap = next((v for v in MMAP_THRESHOLDS if mallopt(M_MMAP_THRESHOLD, v)), None)
+        if mmap is not None and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+            _allocator = {"allocator": "glibc, freed memory kept", "mmap_threshold": mmap,
                           "trim_threshold": TRIM_THRESHOLD}
             return _allocator
         why = "glibc refused the thresholds"
