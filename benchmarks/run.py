@@ -115,7 +115,10 @@ def interleaved_processes(contenders: dict[str, tuple[str, dict, dict]], n: int,
         return times, {name: f[warmup:] for name, f in faults.items()}
     finally:
         for conn in conns.values():
-            conn.send(False)
+            try:
+                conn.send(False)
+            except OSError:  # that process has died; its error is already on its way up
+                pass
         for proc in procs:
             proc.join(timeout=30)
 

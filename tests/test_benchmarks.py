@@ -44,3 +44,15 @@ def test_interleaved_rounds_rotate_and_recover_the_cost_ratio_under_drift(monkey
     for name in ("slow", "fast"):
         blocks[name] = [(t0 := clock(), fns[name](), clock() - t0)[-1] for _ in range(12)]
     assert run.ratio(blocks["slow"], blocks["fast"]) == pytest.approx(2.0 / 3)
+
+
+def test_contenders_in_processes_of_their_own_keep_their_settings_to_themselves():
+    # two trainers that differ only in a process-wide setting (the allocator), timed in alternating rounds
+    contenders = {"kept": ("fit", {"batch_size": 50, "precision": "fp32"}, {}),
+                  "unchanged": ("fit", {"batch_size": 50, "precision": "fp32"}, {"AELAB_ALLOCATOR": "system"}),
+                  "loop": ("lecture loop", {}, {})}
+    times, faults = run.interleaved_processes(contenders, n=100, repeats=2)
+    assert {k: len(v) for k, v in times.items()} == {"kept": 2, "unchanged": 2, "loop": 2}
+    assert all(t > 0 for v in times.values() for t in v)
+    assert {k: len(v) for k, v in faults.items()} == {"kept": 2, "unchanged": 2, "loop": 2}
+    assert [run._batch(c) for c in contenders.values()] == [50, 50, 100]
