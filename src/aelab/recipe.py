@@ -9,7 +9,7 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   8e-3 at batch 100, and batch 50 were chosen over 1.2e-2 at batch 100, which collapsed to the mean image for
   one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
   Short runs (100 steps, a restorer on 5000 digits) collapsed at such peaks too: they want ``--preset lecture``.
-- ``batch_size = 50``: on a CPU 4 to 11 % fewer samples per second than batch 100, for twice the updates per epoch;
+- ``batch_size = 50``: on a CPU 6 to 19 % fewer samples per second than batch 100, for twice the updates per epoch;
   on a GPU, where a step of this small model costs its kernel launches, a larger batch is faster.
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
@@ -116,11 +116,11 @@ def keep_freed_memory() -> dict:
     run.json).  Idempotent, process-wide, and left in place afterwards.
 
     Why: by default glibc serves large blocks with mmap and gives the top of its heap back to the system when
-    it is freed, so each training step of the lecture's loop at batch 100 took about 19000 freshly zeroed pages
-    (75 MB) from the kernel, one page fault each, and ran 1.21x slower for it (docs/allocator.json, written by
-    benchmarks/allocator.py).  Raising the two thresholds,
-    as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would at start-up, removes them; the price is a
-    process that keeps the memory of its largest step until it ends.  Nothing is changed where the user chose
+    it is freed, so a training step of the lecture's model at batch 100 in ``fit`` took about 12000 freshly
+    zeroed pages (47 MB) from the kernel, one page fault each, and ran 1.18x slower for it (docs/allocator.json,
+    written by benchmarks/allocator.py).  Raising the two thresholds, as ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` would at start-up, removes those faults; the price is a process that keeps the
+    memory of its largest step until it ends.  Nothing is changed where the user chose
     (``AELAB_ALLOCATOR=system``, those two variables, or another allocator in ``LD_PRELOAD``) or the C library
     is not glibc."""
     global _allocator
