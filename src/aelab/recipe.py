@@ -9,7 +9,7 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   8e-3 at batch 100, and batch 50 were chosen over 1.2e-2 at batch 100, which collapsed to the mean image for
   one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
   Short runs (100 steps, a restorer on 5000 digits) collapsed at such peaks too: they want ``--preset lecture``.
-- ``batch_size = 50``: on a CPU 6 to 19 % fewer samples per second than batch 100, for twice the updates per epoch;
+- ``batch_size = 50``: on a CPU about 6 % fewer samples per second than batch 100, for twice the updates per epoch;
   on a GPU, where a step of this small model costs its kernel launches, a larger batch is faster.
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
