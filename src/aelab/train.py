@@ -261,6 +261,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     corrupt: for a restoring autoencoder, ``corrupt(x, seed) -> x_tilde`` (``aelab.corruptions``); each batch
     is corrupted afresh with a seed of (seed, epoch, step), the loss compares g(f(x_tilde)) with the clean x,
     and the test set is corrupted once with a fixed seed.
+    The process keeps the memory it frees from then on (``aelab.recipe.keep_freed_memory``; history.allocator).
     """
     from aelab import distributed
 
