@@ -1,7 +1,7 @@
 """Benchmarks: ratios against a baseline measured in the same run, medians of repeats; where two trainers are
 compared, each ratio is the median over rounds that run every contender once (``interleaved``).
 
-    python benchmarks/run.py [--repeats 5] [--out docs/benchmarks.json]
+    python benchmarks/run.py [--repeats 5] [--out docs/benchmarks.json] [--only CONTENDER ...]
 
 1. Training step of the lecture's autoencoder (batch 100, d = 8): contiguous (baseline) vs channels_last,
    and the achieved GFLOP/s (3 x forward MACs x 2 flops per image).
@@ -155,8 +155,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", action="append", default=[], metavar="CONTENDER",
+                    help="the throughput section alone, with the lecture loop, fit default and these variants "
+                         "(repeatable; names as in the output's tried_vs_lecture): fewer contenders per round put "
+                         "the two times of each ratio closer together")
     args = ap.parse_args()
     results = {"environment": environment(), "repeats": args.repeats}
+    if args.only:
+        results["throughput"] = throughput(args.repeats, only=args.only)
+        return _write(results, args.out)
 
     macs = sum(r.macs for r in layer_table(AutoEncoder(8), (1, 28, 28)))
     flops_per_step = 3 * 2 * macs * 100 * 10  # 10 steps of batch 100
@@ -187,10 +194,14 @@ def main() -> None:
             lambda: ops.conv_transpose2d(x, wt, None, 2, 1, method="matrix"), args.repeats) / torch_ct,
     }
     results["throughput"] = throughput(args.repeats)
+    _write(results, args.out)
+
+
+def _write(results: dict, out: Path | None) -> None:
     text = json.dumps(results, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
 
 
 def cpu_flags() -> list[str]:
@@ -286,7 +297,7 @@ def inference(memory_format, x: torch.Tensor):
     return run
 
 
-def throughput(repeats: int) -> dict:
+def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # on a GPU 3000 samples are 30 steps of a few milliseconds, and a run's fixed costs (building the trainer,
     # the test evaluation) would be timed rather than training: there the sample is ten times larger
     n = 30000 if DEVICE.type == "cuda" else 3000
@@ -309,6 +320,11 @@ def throughput(repeats: int) -> dict:
             "fit batch 100, bf16 autocast": ("fit", {"batch_size": 100, "precision": "bf16"}, {}),
             "fit batch 250, fp32": ("fit", {"batch_size": 250, "precision": "fp32"}, {}),
             "fit batch 500, fp32": ("fit", {"batch_size": 500, "precision": "fp32"}, {})}
+    if only:
+        unknown = sorted(set(only) - set(runs))
+        if unknown:
+            raise SystemExit(f"unknown contender(s) {unknown}; choose from {sorted(runs)}")
+        runs = {k: v for k, v in runs.items() if k in ("lecture loop", "fit default", *only)}
     times, faults = interleaved_processes(runs, n, repeats)
     lecture, ours = statistics.median(times["lecture loop"]), statistics.median(times["fit default"])
     tried = {name: ratio(times["lecture loop"], t) for name, t in times.items() if name != "lecture loop"}

@@ -129,10 +129,13 @@ def test_freed_memory_is_kept_for_the_next_step_and_the_user_can_say_no():
     kept = _heap_probe()
     assert kept["state"]["allocator"] == "glibc, freed memory kept"
     assert kept["faults"] < 20  # of 12288 pages (48 MiB) touched per step: reused, not taken from the kernel again
+    # glibc's own adaptive thresholds hand the pages back in some processes and not in others (they depend on
+    # the order of earlier allocations), so the opt-out is checked on what it records, not on its faults
     unchanged = _heap_probe(AELAB_ALLOCATOR="system")
     assert unchanged["state"] == {"allocator": "system, unchanged", "reason": "AELAB_ALLOCATOR=system"}
-    assert unchanged["faults"] > 5 * max(kept["faults"], 1)  # glibc's own thresholds hand pages back (the premise)
-    theirs = _heap_probe(MALLOC_TRIM_THRESHOLD_="0")  # a user's own malloc setting is left alone
+    # a user's own malloc setting is left alone: here one that returns every freed page, which also shows that
+    # the probe sees the faults it would count if the memory were not kept
+    theirs = _heap_probe(MALLOC_TRIM_THRESHOLD_="0")
     assert theirs["state"]["allocator"] == "system, unchanged" and "MALLOC_" in theirs["state"]["reason"]
     assert theirs["faults"] > 1000
 
