@@ -46,8 +46,8 @@ def test_interleaved_rounds_rotate_and_recover_the_cost_ratio_under_drift(monkey
     assert run.ratio(blocks["slow"], blocks["fast"]) == pytest.approx(2.0 / 3)
 
 
-def test_contenders_in_processes_of_their_own_keep_their_settings_to_themselves():
-    # two trainers that differ only in a process-wide setting (the allocator), timed in alternating rounds
+def test_contenders_run_in_processes_of_their_own_in_alternating_rounds():
+    # two trainers that differ only in a process-wide setting (the allocator) and the lecture's loop
     contenders = {"kept": ("fit", {"batch_size": 50, "precision": "fp32"}, {}),
                   "unchanged": ("fit", {"batch_size": 50, "precision": "fp32"}, {"AELAB_ALLOCATOR": "system"}),
                   "loop": ("lecture loop", {}, {})}
