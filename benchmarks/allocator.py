@@ -18,11 +18,10 @@ import math
 import statistics
 from pathlib import Path
 
-from run import DEVICE, _batch, interleaved_processes, ratio
+from run import DEVICE, SYSTEM_ALLOCATOR, _batch, interleaved_processes, ratio
 
 from aelab.runs import environment
 
-SYSTEM = {"AELAB_ALLOCATOR": "system"}
 TRAININGS = {"lecture loop": ("lecture loop", {}),
              "fit batch 50 (default recipe)": ("fit", {"precision": "fp32"}),
              "fit batch 100": ("fit", {"batch_size": 100, "precision": "fp32"})}
@@ -38,7 +37,7 @@ def main() -> None:
     for name, (kind, settings) in TRAININGS.items():
         kept = {**settings, "keep_freed_memory": True} if kind == "lecture loop" else settings
         contenders[f"{name}, freed memory kept"] = (kind, kept, {})
-        contenders[f"{name}, allocator unchanged"] = (kind, settings, SYSTEM)
+        contenders[f"{name}, allocator unchanged"] = (kind, settings, SYSTEM_ALLOCATOR)
     times, faults = interleaved_processes(contenders, args.n, args.rounds)
     rows = {}
     for name in TRAININGS:

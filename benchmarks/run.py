@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from aelab import ops
 from aelab.models import AutoEncoder
 from aelab.models.summary import layer_table
+from aelab.recipe import ALLOCATOR_ENV
 from aelab.runs import environment
 from aelab.train import lecture_loss
 
@@ -65,6 +66,9 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
             fns[name]()
             times[name].append(time.perf_counter() - t)
     return times
+
+
+SYSTEM_ALLOCATOR = {ALLOCATOR_ENV: "system"}  # a contender's environment: the C library's allocator as it comes
 
 
 def _serve(kind: str, settings: dict, env: dict, n: int, conn) -> None:
@@ -308,15 +312,14 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
-    system = {"AELAB_ALLOCATOR": "system"}  # the C library's allocator as it comes (aelab.recipe)
     runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"precision": probe["precision"]}, {}),
-            "fit default, allocator unchanged": ("fit", {"precision": probe["precision"]}, system),
+            "fit default, allocator unchanged": ("fit", {"precision": probe["precision"]}, SYSTEM_ALLOCATOR),
             "lecture loop, freed memory kept": ("lecture loop", {"keep_freed_memory": True}, {}),
             "fit batch 100, fp32, channels_last": ("fit", {"batch_size": 100, "precision": "fp32"}, {}),
             "fit batch 100, fp32, contiguous": ("fit", {"batch_size": 100, "precision": "fp32",
                                                         "channels_last": False}, {}),
             "fit batch 100, fp32, contiguous, allocator unchanged": (
-                "fit", {"batch_size": 100, "precision": "fp32", "channels_last": False}, system),
+                "fit", {"batch_size": 100, "precision": "fp32", "channels_last": False}, SYSTEM_ALLOCATOR),
             "fit batch 100, bf16 autocast": ("fit", {"batch_size": 100, "precision": "bf16"}, {}),
             "fit batch 250, fp32": ("fit", {"batch_size": 250, "precision": "fp32"}, {}),
             "fit batch 500, fp32": ("fit", {"batch_size": 500, "precision": "fp32"}, {})}

@@ -81,6 +81,11 @@ def stage_dir(store: Path, name: str, key: str) -> Path:
     return store / name / key[:16]
 
 
+def partial_dir(final: Path) -> Path:
+    """Where a stage whose folder will be ``final`` is being computed (kept after an interruption if resumable)."""
+    return final.with_name(final.name + ".partial")
+
+
 def is_complete(path: Path) -> bool:
     return (path / "stage.json").exists()
 
@@ -117,7 +122,7 @@ def run_stages(stages: list[Stage], store: str | Path, *, progress: bool = True,
             echo(f"[{i}/{len(stages)}] {s.name}: reused ({final})")
             results.append(Result(s.name, all_keys[s.name], final, "reused", seconds))
             continue
-        partial = final.with_name(final.name + ".partial")
+        partial = partial_dir(final)
         if main:
             if partial.exists() and not s.resumable:
                 shutil.rmtree(partial)
@@ -180,7 +185,7 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
                 share = max(1, threads // max(1, min(jobs, len(running) + len(ready))))
                 for s in ready[: jobs - len(running)]:
                     final = stage_dir(store, s.name, all_keys[s.name])
-                    resuming = s.resumable and final.with_name(final.name + ".partial").exists()
+                    resuming = s.resumable and partial_dir(final).exists()
                     echo(f"{label[s.name]}: {'resuming' if resuming else 'computing'} in a worker process "
                          f"({share} thread(s)) -> {final}")
                     running[pool.submit(worker, s.name, share)] = s.name
