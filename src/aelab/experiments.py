@@ -96,7 +96,7 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     if distributed.is_main() and (run_dir / "run.json").exists():
         from aelab.runs import amend
 
-        amend(run_dir, precision=history.precision, allocator=history.allocator)
+        amend(run_dir, precision=history.precision, allocator=history.allocator, step=history.step)
     return model.cpu().eval(), history.epochs
 
 

@@ -10,7 +10,8 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
   Short runs (100 steps, a restorer on 5000 digits) collapsed at such peaks too: they want ``--preset lecture``.
 - ``batch_size = 50``: on a CPU about 6 % fewer samples per second than batch 100, for twice the updates per epoch;
-  on a GPU, where a step of this small model costs its kernel launches, a larger batch is faster.
+  on a GPU a step of this small model costs its kernel launches, which replaying it from a CUDA graph
+  (``aelab.cudagraph``) mostly removes; a larger batch is faster still there but needs more epochs.
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
 - ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine

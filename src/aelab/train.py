@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from aelab import AelabError
+from aelab import AelabError, cudagraph
 from aelab.config import TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
@@ -50,6 +50,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     precision: dict[str, Any] = field(default_factory=dict)  # what ran, and why (``choose_precision``)
     allocator: dict[str, Any] = field(default_factory=dict)  # the C library's allocator (``keep_freed_memory``)
+    step: dict[str, Any] = field(default_factory=dict)  # eager or replayed from a CUDA graph (``aelab.cudagraph``)
 
     @property
     def last(self) -> dict[str, float]:
@@ -111,8 +112,10 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer: torc
         for key, val in state.items():
             tensors[f"optim.{pid}.{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
     atomic_save(weights, lambda tmp: save_file(tensors, str(tmp)))
+    # a graphed step's learning rate is a GPU tensor (aelab.cudagraph): the record keeps its number
+    groups = [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in g.items()} for g in opt["param_groups"]]
     atomic_write_json(meta, {**record, "epoch": epoch, "weights": weights.name, "sha256": sha256_file(weights),
-                             "optimizer": {"param_groups": opt["param_groups"]}})
+                             "optimizer": {"param_groups": groups}})
     return meta
 
 
@@ -181,11 +184,25 @@ def load_checkpoint(meta: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                 _, pid, key = k.split(".", 2)
                 state.setdefault(int(pid), {})[key] = v
         try:
-            optimizer.load_state_dict({"state": state, "param_groups": rec["optimizer"]["param_groups"]})
+            optimizer.load_state_dict({"state": state, "param_groups": _resumable_groups(
+                rec["optimizer"]["param_groups"], optimizer)})
         except (KeyError, ValueError, TypeError) as e:
             raise AelabError(f"checkpoint {meta} has no usable optimizer state ({type(e).__name__}); it was not "
                              "written by aelab train: delete it or train into another --out") from None
     return rec
+
+
+def _resumable_groups(saved: list[dict[str, Any]], optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The checkpoint's param groups as ``optimizer`` can take them: a run may resume on another device, or with
+    or without a CUDA-graph step, so whether Adam is capturable, and whether its rate is a tensor, stay the
+    optimizer's own (the rate's value is the checkpoint's)."""
+    groups = []
+    for old, now in zip(saved, optimizer.param_groups, strict=False):
+        group = {**old, "capturable": now.get("capturable", False)}
+        if isinstance(now["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(old["lr"]), device=now["lr"].device)
+        groups.append(group)
+    return groups
 
 
 def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
@@ -281,27 +298,32 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     # a restorer corrupts batches on the CPU (its corruptions draw from seeded CPU generators)
     resident = train_x.to(device) if device.type == "cuda" and corrupt is None else train_x
     peak = effective_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
-    optimizer = torch.optim.Adam(model.parameters(), lr=peak)
     history = History()
-    start, precision = 0, None
+    start, precision, meta = 0, None, None
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume:
         if run_dir is None:
             raise AelabError("resume needs a run folder")
         meta = latest_checkpoint(run_dir, report=True)
         if meta is not None:
-            check_resume(json.loads(meta.read_text()), cfg, record or {}, allow_change)  # before loading
-            rec = load_checkpoint(meta, model, optimizer)
-            model.to(memory_format=fmt)
-            history.epochs = rec["history"]
-            start = rec["epoch"]
+            rec = json.loads(meta.read_text())
+            check_resume(rec, cfg, record or {}, allow_change)  # before loading
             if cfg.precision == "auto" and (rec.get("precision") or {}).get("precision") in ("fp32", "bf16"):
                 precision = rec["precision"]  # a resumed run keeps the precision it was measured to need
     if precision is None:
         precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
+    not_graphed = cudagraph.reason_not(device, model, n_proc, corrupt is not None, precision["precision"])
+    optimizer = cudagraph.adam(model.parameters(), peak, device, graphed=not_graphed is None)
+    if meta is not None:
+        rec = load_checkpoint(meta, model, optimizer)
+        model.to(memory_format=fmt)
+        history.epochs = rec["history"]
+        start = rec["epoch"]
     history.precision, history.allocator = precision, allocator
+    history.step = ({"step": "CUDA graph", "reason": "replayed after a few eager steps (aelab.cudagraph)"}
+                    if not_graphed is None else {"step": "eager", "reason": not_graphed})
     record = {"train_config": asdict(cfg), **(record or {}), "environment": environment(), "processes": n_proc,
-              "precision": precision, "allocator": allocator}
+              "precision": precision, "allocator": allocator, "step": history.step}
     devices = [device.index or 0] if device.type == "cuda" else []
     step_model = None
     if n_proc > 1:  # DDP averages the gradients of the processes' shares of each batch
@@ -316,6 +338,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     def lr_of(epoch: int, step: int) -> float:
         return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
 
+    # one graph for the whole run: recorded in the first epoch trained, replayed in every later one
+    step_fn = cudagraph.GraphedStep(model, optimizer, training_loss) if not_graphed is None else None
     model.train()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -327,7 +351,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
             running, seen = _train_epoch(model, optimizer, resident, bar, device, fmt, epoch, run_dir, step_model,
-                                         corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"])
+                                         corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"],
+                                         step_fn)
         running, seen = distributed.all_sum([running, seen])
         test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
@@ -363,11 +388,12 @@ LOSS_CHECK_EVERY = 50  # steps between reads of the loss on the host (a GPU sync
 
 
 def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir, step_model=None, corrupt=None,
-                 seed: int = 0, lr_of=None, precision: str = "fp32") -> tuple[float, int]:
+                 seed: int = 0, lr_of=None, precision: str = "fp32", step_fn=None) -> tuple[float, int]:
     """One pass over ``batches`` (index tensors); returns (sum of loss x batch size, samples seen).
 
     step_model: the DDP-wrapped objective when several processes train; each then takes its share of a batch.
     lr_of(epoch, step): the learning rate of each step (``aelab.recipe.lr_at``); precision: fp32 or bf16.
+    step_fn(x) -> loss: the whole step (a ``aelab.cudagraph.GraphedStep``) in place of the eager one below.
 
     The loss is summed where it was computed and read back every ``LOSS_CHECK_EVERY`` steps and at the end:
     reading it every step made a GPU wait for each step to finish before queueing the next (0.80x the lecture
@@ -389,14 +415,16 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
         if corrupt is not None:  # (corrupted input, clean target), corrupted afresh for every batch
             noisy = corrupt(train_x[idx], seed * 100_003 + step)
             args = (noisy.to(device, non_blocking=True).contiguous(memory_format=fmt), x)
-        with autocast(device, precision):
-            loss = step_model(*args) if step_model is not None else training_loss(model, *args)
         if lr_of is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_of(epoch, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            cudagraph.set_lr(optimizer, lr_of(epoch, step))
+        if step_fn is not None:
+            loss = step_fn(x)
+        else:
+            with autocast(device, precision):
+                loss = step_model(*args) if step_model is not None else training_loss(model, *args)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         running += loss.detach().double() * len(idx)
         seen += len(idx)
         if (step + 1) % LOSS_CHECK_EVERY == 0:
