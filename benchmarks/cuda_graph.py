@@ -4,11 +4,13 @@ The lecture's model is far too small to fill a GPU: a step is a few milliseconds
 costs about the same at batch 50, 100 or 500 (docs/benchmarks.md, "On a GPU").  ``fit`` replays its steps from a
 CUDA graph there (``aelab.cudagraph``).  This script times one epoch of the lecture's step (its loss, Adam 1e-3)
 over random images held on the GPU, run eagerly as the lecture prints it and through ``aelab.cudagraph``'s
-``GraphedStep``, in alternating rounds, at several batch sizes; and it compares the weights after the same 50
-steps: graphed against eager, eager against eager again, and, as the yardstick of what rounding alone does,
-eager against eager with the learning rate changed by 1e-7 of itself (float32's rounding; capturable Adam
-computes its bias corrections in float32 on the GPU, the usual one in float64 on the host): Adam turns tiny
-differences of near-zero gradients into steps of the size of its learning rate, and training carries them on.
+``GraphedStep``, in alternating rounds, at several batch sizes.  It also compares the weights after the same 50
+steps: graphed against eager; eager against eager again; eager with the capturable Adam of a graphed step
+against eager, and graphed against that (what the graph itself changes); and, as the yardstick of what
+rounding alone does, eager against eager with the learning rate changed by 1e-7 of itself (float32's rounding;
+capturable Adam computes its bias corrections in float32 on the GPU, the usual one in float64 on the host).
+Adam turns tiny differences of near-zero gradients into steps of the size of its learning rate, and training
+carries them on.
 
     python3 benchmarks/cuda_graph.py [--batches 50,100,400] [--repeats 7] [--out docs/cuda-graph-h100.json]
 
@@ -37,11 +39,12 @@ N = 30000  # images per timed epoch: the throughput sample of benchmarks/run.py 
 ROUNDING = 1e-7  # a relative change of the learning rate of the size of float32's rounding
 
 
-def lecture_step(seed: int = 0, lr: float = 1e-3, device: str = "cuda"):
-    """The lecture's training step as printed, one call per batch x: (B, 1, 28, 28) on ``device``."""
+def lecture_step(seed: int = 0, lr: float = 1e-3, device: str = "cuda", capturable: bool = False):
+    """The lecture's training step as printed, one call per batch x: (B, 1, 28, 28) on ``device``; capturable:
+    with the Adam a graphed step uses (``aelab.cudagraph.adam``), run eagerly."""
     torch.manual_seed(seed)
     model = AutoEncoder(8).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), lr, torch.device(device), graphed=capturable)
 
     def step(x: torch.Tensor) -> None:
         loss = training_loss(model, x)
@@ -101,6 +104,11 @@ def main() -> None:
         if gpu:
             differences["eager vs eager"] = weight_difference(lecture_step(), lecture_step(), x, batch)
             differences["graphed vs eager"] = weight_difference(lecture_step(), graphed_step(), x, batch)
+            # what the graph itself changes, Adam's capturable arithmetic aside
+            differences["eager capturable vs eager"] = weight_difference(
+                lecture_step(), lecture_step(capturable=True), x, batch)
+            differences["graphed vs eager capturable"] = weight_difference(
+                lecture_step(capturable=True), graphed_step(), x, batch)
             times = interleaved({"eager": epoch(lecture_step(), x, batch), "graphed": epoch(graphed_step(), x, batch)},
                                 args.repeats)
             row |= {"eager_samples_per_s": N / statistics.median(times["eager"]),

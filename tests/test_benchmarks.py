@@ -56,3 +56,18 @@ def test_contenders_run_in_processes_of_their_own_in_alternating_rounds():
     assert all(t > 0 for v in times.values() for t in v)
     assert {k: len(v) for k, v in faults.items()} == {"kept": 2, "unchanged": 2, "loop": 2}
     assert [run._batch(c) for c in contenders.values()] == [50, 50, 100]
+
+
+def test_the_rounding_yardstick_of_the_cuda_graph_benchmark():
+    """benchmarks/cuda_graph.py compares weights after the same steps; on the CPU two seeded eager runs agree bit
+    for bit, and a change of the learning rate by float32's rounding (1e-7 of itself) shows after a few steps."""
+    import torch
+
+    cuda_graph = pytest.importorskip("cuda_graph")
+    torch.manual_seed(1234)
+    x = torch.rand(20 * 20, 1, 28, 28)
+    step = cuda_graph.lecture_step
+    assert cuda_graph.weight_difference(step(device="cpu"), step(device="cpu"), x, 20, steps=20) == 0.0
+    moved = cuda_graph.weight_difference(step(device="cpu"), step(lr=1e-3 * (1 + cuda_graph.ROUNDING), device="cpu"),
+                                         x, 20, steps=20)
+    assert 0.0 < moved < 1e-2
