@@ -74,6 +74,7 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.input: torch.Tensor | None = None
         self.loss: torch.Tensor | None = None
+        self.shape: torch.Size | None = None  # the batch shape of the first step, the one recorded
         self.warmed = 0
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +95,9 @@ class GraphedStep:
         self.loss = loss.detach()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.shape = self.shape or x.shape
+        if x.shape != self.shape:  # an epoch's smaller last batch
+            return self.eager(x)
         if self.graph is None and self.warmed < WARMUP_STEPS:
             # CUDA's rule: warm up on a side stream; waiting for it here keeps its tensors out of any race
             side = torch.cuda.Stream()
@@ -105,8 +109,6 @@ class GraphedStep:
             return loss
         if self.graph is None:
             self._record(x)
-        if x.shape != self.input.shape:  # an epoch's smaller last batch
-            return self.eager(x)
         self.input.copy_(x)
         self.graph.replay()
         return self.loss
