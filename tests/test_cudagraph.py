@@ -101,7 +101,7 @@ def test_graphed_steps_follow_the_eager_loss_curve(small, tmp_path, monkeypatch)
     monkeypatch.setenv(cudagraph.ENV, "off")
     eager = fit(_model(), *small, cfg, tmp_path / "e", progress=False)
     assert graphed.step["step"] == "CUDA graph" and eager.step["step"] == "eager"
-    assert eager.last["test_mse"] < 0.7 * eager.epochs[0]["test_mse"]  # it learns (0.054 -> 0.029 on a CPU)
+    assert eager.last["test_mse"] < 0.7 * eager.epochs[0]["test_mse"]  # it learns (a 0.7 factor it clears on the CPU)
     for a, b in zip(graphed.epochs, eager.epochs, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-2)
         assert a["test_mse"] == pytest.approx(b["test_mse"], rel=5e-2)
