@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from run import interleaved, ratio
+from run import interleaved, ratio, synced
 
 from aelab.cudagraph import GraphedStep, adam
 from aelab.models import AutoEncoder
@@ -75,10 +75,10 @@ def weight_difference(a, b, x: torch.Tensor, batch: int, steps: int = 50) -> flo
 
 def epoch(step, x: torch.Tensor, batch: int):
     """One call: one epoch of ``step`` over x in batches of ``batch``, waited for."""
+    @synced
     def run():
         for xb in x.split(batch):
             step(xb)
-        torch.cuda.synchronize()
     return run
 
 
