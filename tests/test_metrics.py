@@ -55,6 +55,40 @@ def test_trainer_evaluation_and_scores_agree_with_a_direct_computation():
     assert ev["loss"] == pytest.approx(0.5 * float(sse) / 30, rel=1e-5)
 
 
+def test_evaluations_in_default_batches_equal_one_call_on_the_whole_set():
+    """reconstruct, encode_all, decode_all and the classifier split the images into ``inference_batch``
+    batches: the answer is the network applied to all of them at once (PyTorch's own forward)."""
+    from aelab.evaluator import Judge
+    from aelab.latent import decode_all, encode_all
+    from aelab.metrics import inference_batch, reconstruct
+    from aelab.models import AutoEncoder
+    from aelab.models.classifier import DigitClassifier
+
+    torch.manual_seed(0)
+    model, judge = AutoEncoder(4).eval(), Judge(DigitClassifier(10).eval(), accuracy=1.0)
+    n = inference_batch(torch.device("cpu"), 28 * 28) * 2 + 3  # two full batches and a short one
+    x = torch.rand(n, 1, 28, 28)
+    with torch.no_grad():
+        z, x_hat, probs = model.encode(x), model(x), judge.model(x).softmax(1)
+    assert torch.allclose(reconstruct(model, x), x_hat, atol=1e-5)
+    assert np.allclose(encode_all(model, x), z.numpy(), atol=1e-5)
+    assert torch.allclose(decode_all(model, z.numpy()), x_hat, atol=1e-5)
+    assert torch.allclose(judge.predict(x), probs, atol=1e-6)
+    assert model.training is False and model.encoder[0].weight.is_contiguous()  # mode and layout given back
+
+
+def test_the_cpu_evaluation_batch_shrinks_with_the_image_and_stays_in_range():
+    from aelab.metrics import CPU_BATCH_VALUES, inference_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    sizes = [1, 28 * 28, 3 * 64 * 64, 3 * 128 * 128, 3 * 512 * 512]
+    batches = [inference_batch(cpu, v) for v in sizes]
+    assert batches == sorted(batches, reverse=True) and batches[0] == 1000 and batches[-1] == 1
+    # in between, the largest batch whose input values fit the budget
+    assert all(b * v <= CPU_BATCH_VALUES < (b + 1) * v for b, v in zip(batches[1:-1], sizes[1:-1], strict=True))
+    assert inference_batch(gpu, 28 * 28) == 1000
+
+
 def test_class_kept_of_the_identity_is_the_classifier_accuracy(small_judge, mnist_test):
     test = mnist_test.subset(2000)
     s = scores(Identity(), test, small_judge)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from aelab import AelabError
 from aelab.data import Dataset, cache, to_float
 from aelab.io import atomic_save, atomic_write_json, sha256_file
+from aelab.metrics import inference_batch
 from aelab.models.classifier import DigitClassifier
 
 VERSION = "digitcnn-v2"
@@ -38,9 +39,11 @@ class Judge:
     source: str = ""
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Class probabilities (N, K) of x: (N, C, H, W) in [0, 1] (values are clipped to [0, 1] first)."""
+    def predict(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Class probabilities (N, K) of x: (N, C, H, W) in [0, 1] (values are clipped to [0, 1] first), in
+        batches (``metrics.inference_batch`` unless given)."""
         self.model.eval()
+        batch_size = batch_size or inference_batch(torch.device("cpu"), x[0].numel())
         return torch.cat([self.model(xb.clamp(0, 1)).softmax(1) for xb in x.float().split(batch_size)])
 
     def class_kept(self, x_hat: torch.Tensor, labels: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aelab.errors import ConfigError
-from aelab.metrics import Codec, evaluating
+from aelab.metrics import Codec, evaluating, inference_batch
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -46,19 +46,23 @@ def random_pairs(n_items: int, n_pairs: int, seed: int = 0) -> tuple[np.ndarray,
 
 
 @torch.no_grad()
-def encode_all(codec: Codec, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """f(x) for all x: (N, C, H, W) -> (N, D) float64."""
+def encode_all(codec: Codec, x: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+    """f(x) for all x: (N, C, H, W) -> (N, D) float64, in batches (``metrics.inference_batch`` unless given)."""
     with evaluating(codec) as (dev, fmt):
+        batch_size = batch_size or inference_batch(dev, x[0].numel())
         z = [codec.encode(xb.to(dev).contiguous(memory_format=fmt)).cpu() for xb in x.split(batch_size)]
     return torch.cat(z).double().numpy()
 
 
 @torch.no_grad()
-def decode_all(codec: Codec, z: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    """g(z) for all z: (N, D) -> (N, C, H, W) on the CPU (contiguous)."""
+def decode_all(codec: Codec, z: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+    """g(z) for all z: (N, D) -> (N, C, H, W) on the CPU (contiguous), in batches (``metrics.inference_batch``
+    of the decoded image's size, learnt from the first latent, unless given)."""
     zt = torch.as_tensor(z, dtype=torch.float32)
     with evaluating(codec) as (dev, _):
-        x = [codec.decode(zb.to(dev)).cpu().contiguous() for zb in zt.split(batch_size)]
+        x = [codec.decode(zt[:1].to(dev)).cpu().contiguous()]
+        batch_size = batch_size or inference_batch(dev, x[0][0].numel())
+        x += [codec.decode(zb.to(dev)).cpu().contiguous() for zb in zt[1:].split(batch_size)]
     return torch.cat(x)
 
 

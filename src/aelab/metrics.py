@@ -34,6 +34,24 @@ def _device(codec: Codec) -> torch.device:
     return torch.device("cpu")
 
 
+# On a CPU an evaluation batch holds about this many input values (167 MNIST digits; see ``inference_batch``)
+CPU_BATCH_VALUES = 1 << 17
+
+
+def inference_batch(device: torch.device, values_per_image: int) -> int:
+    """Images per batch when a network evaluates images of ``values_per_image`` values (C * H * W) on ``device``.
+
+    On a GPU 1000: fewer, larger launches.  On a CPU about 2**17 input values (167 MNIST digits), so that the
+    lecture's activations (32 channels at nearly the input's size) stay small enough for glibc's malloc to serve
+    them again from its heap: a batch of 1000 digits made blocks of 74 MB, which glibc takes fresh from the
+    kernel (one page fault per 4 KiB, each page zeroed) for every batch, and evaluation ran 1.6-1.7x slower for it
+    in a process whose allocator the trainer had not set (``aelab.recipe.keep_freed_memory``;
+    benchmarks/run.py, "Inference" in docs/benchmarks.md)."""
+    if device.type != "cpu":
+        return 1000
+    return max(1, min(1000, CPU_BATCH_VALUES // max(1, values_per_image)))
+
+
 @contextmanager
 def evaluating(codec: Codec):
     """Eval mode and, for a network on the CPU, channels_last weights (oneDNN's fast layout: inference measured
@@ -57,25 +75,29 @@ def evaluating(codec: Codec):
 
 
 @torch.no_grad()
-def reconstruct(codec: Codec, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """g(f(x)) for x: (N, C, H, W), in batches; returned on the CPU (contiguous)."""
+def reconstruct(codec: Codec, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """g(f(x)) for x: (N, C, H, W), in batches (``inference_batch`` unless given); returned on the CPU
+    (contiguous)."""
     with evaluating(codec) as (dev, fmt):
+        batch_size = batch_size or inference_batch(dev, x[0].numel())
         out = [codec.decode(codec.encode(xb.to(dev).contiguous(memory_format=fmt))).float().cpu().contiguous()
                for xb in x.split(batch_size)]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def reconstruction_scores(codec: Codec, x: torch.Tensor, batch_size: int = 1000,
+def reconstruction_scores(codec: Codec, x: torch.Tensor, batch_size: int | None = None,
                           inputs: torch.Tensor | None = None) -> dict[str, float]:
     """MSE per pixel, the lecture's loss per image and mean PSNR of g(f(inputs)) against x: (N, C, H, W) in
     [0, 1]; inputs default to x (a restorer is scored on corrupted inputs against the clean x).
 
-    Evaluated in batches on the codec's device; the model's mode and layout are restored afterwards.
+    Evaluated in batches (``inference_batch`` unless given) on the codec's device; the model's mode and layout
+    are restored afterwards.
     """
     sse = []                                                      # per-image sum of squared errors
     inputs = x if inputs is None else inputs
     with evaluating(codec) as (dev, fmt):
+        batch_size = batch_size or inference_batch(dev, x[0].numel())
         for xb, ib in zip(x.split(batch_size), inputs.split(batch_size), strict=True):
             xb = xb.to(dev).contiguous(memory_format=fmt)
             x_hat = codec.decode(codec.encode(ib.to(dev).contiguous(memory_format=fmt)))
