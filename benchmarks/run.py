@@ -68,6 +68,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
     return times
 
 
+GPU_SAMPLES = 60000  # images per timed pass on a GPU (throughput below)
 SYSTEM_ALLOCATOR = {ALLOCATOR_ENV: "system"}  # a contender's environment: the C library's allocator as it comes
 
 
@@ -302,9 +303,10 @@ def inference(memory_format, x: torch.Tensor):
 
 
 def throughput(repeats: int, only: list[str] | None = None) -> dict:
-    # on a GPU 3000 samples are 30 steps of a few milliseconds, and a run's fixed costs (building the trainer,
-    # the test evaluation) would be timed rather than training: there the sample is ten times larger
-    n = 30000 if DEVICE.type == "cuda" else 3000
+    # on a GPU 3000 samples are 60 steps of about a millisecond, and a run's fixed costs (building the trainer,
+    # recording the CUDA graph, the test evaluation) would be timed rather than training: there the sample is
+    # one epoch of MNIST's size (30000 until 2026-11-26: docs/benchmarks-h100*.json)
+    n = GPU_SAMPLES if DEVICE.type == "cuda" else 3000
     x = torch.rand(n, 1, 28, 28)  # for inference below
     macs = sum(r.macs for r in layer_table(AutoEncoder(8), (1, 28, 28)))
     flops_per_sample = 3 * 2 * macs  # forward + backward
