@@ -65,7 +65,7 @@ def test_evaluations_in_default_batches_equal_one_call_on_the_whole_set():
     from aelab.models.classifier import DigitClassifier
 
     torch.manual_seed(0)
-    model, judge = AutoEncoder(4).eval(), Judge(DigitClassifier(10).eval(), accuracy=1.0)
+    model, judge = AutoEncoder(4), Judge(DigitClassifier(10).eval(), accuracy=1.0)  # the classifier has dropout
     n = inference_batch(torch.device("cpu"), 28 * 28) * 2 + 3  # two full batches and a short one
     x = torch.rand(n, 1, 28, 28)
     with torch.no_grad():
@@ -74,7 +74,7 @@ def test_evaluations_in_default_batches_equal_one_call_on_the_whole_set():
     assert np.allclose(encode_all(model, x), z.numpy(), atol=1e-5)
     assert torch.allclose(decode_all(model, z.numpy()), x_hat, atol=1e-5)
     assert torch.allclose(judge.predict(x), probs, atol=1e-6)
-    assert model.training is False and model.encoder[0].weight.is_contiguous()  # mode and layout given back
+    assert model.training and model.encoder[0].weight.is_contiguous()  # mode and layout given back
 
 
 def test_the_cpu_evaluation_batch_shrinks_with_the_image_and_stays_in_range():

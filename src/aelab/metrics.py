@@ -44,9 +44,9 @@ def inference_batch(device: torch.device, values_per_image: int) -> int:
     On a GPU 1000: fewer, larger launches.  On a CPU about 2**17 input values (167 MNIST digits), so that the
     lecture's activations (32 channels at nearly the input's size) stay small enough for glibc's malloc to serve
     them again from its heap: a batch of 1000 digits made blocks of 74 MB, which glibc takes fresh from the
-    kernel (one page fault per 4 KiB, each page zeroed) for every batch, and evaluation ran 1.6-1.7x slower for it
-    in a process whose allocator the trainer had not set (``aelab.recipe.keep_freed_memory``;
-    benchmarks/run.py, "Inference" in docs/benchmarks.md)."""
+    kernel (one page fault per 4 KiB, each page zeroed) for every batch, and evaluation ran 1.5-1.7x slower for it
+    in a process whose allocator the trainer had not set (``aelab.recipe.keep_freed_memory``; docs/inference.json,
+    written by benchmarks/inference.py)."""
     if device.type != "cpu":
         return 1000
     return max(1, min(1000, CPU_BATCH_VALUES // max(1, values_per_image)))
