@@ -1,6 +1,10 @@
 """Where a training step of the lecture's autoencoder spends its time: each convolution's forward and backward
 (torch.profiler, aten ops grouped by input shape) with its achieved GFLOP/s, and the whole step eager against
-``torch.compile`` (interleaved rounds, medians).
+``torch.compile`` (interleaved rounds, medians).  Then other ways to compute the decoder's two stride-1
+transposed convolutions (60 % of the step's transposed-convolution time), each timed forward + backward against
+the layer as the model runs it, in interleaved rounds: a padded Conv2d with the flipped kernel (the same map),
+PyTorch's native kernels instead of oneDNN, and for the last layer (one output channel, which oneDNN handles
+poorly) a matrix product followed by ``fold`` (col2im).
 
     python benchmarks/layers.py [--steps 10] [--out docs/layers.json]
 
@@ -98,13 +102,57 @@ def eager_vs_compiled(rounds: int = 5, steps: int = 20) -> dict:
     return {"seconds_per_step": medians, "compiled_speedup": medians["eager"] / medians["compiled"]}
 
 
+def alternatives(rounds: int = 9) -> dict:
+    """Seconds per forward + backward (input and weight gradients) of decoder.6 and decoder.8 of the lecture's model
+    computed four ways, channels_last, batch BATCH: median of interleaved rounds, the ratio to the layer as the model
+    runs it, and the largest difference of the outputs."""
+    import torch.nn.functional as F
+    from run import interleaved, ratio
+
+    def padded_conv(x, w, b):  # conv_transpose2d, stride 1, no padding == full convolution with the flipped kernel
+        k = w.shape[-1]
+        return F.conv2d(x, w.transpose(0, 1).flip(2, 3), b, padding=k - 1)
+
+    def native(x, w, b):
+        with torch.backends.mkldnn.flags(enabled=False):
+            return F.conv_transpose2d(x, w, b)
+
+    def matmul_fold(x, w, b):  # one output channel: each input pixel adds its k x k patch of w, weighted
+        n, c, h, wd = x.shape
+        k = w.shape[-1]
+        cols = x.permute(0, 2, 3, 1).reshape(n, h * wd, c) @ w.reshape(c, k * k)  # (N, HW, k*k)
+        return F.fold(cols.transpose(1, 2), (h + k - 1, wd + k - 1), k) + b.view(1, -1, 1, 1)
+
+    torch.manual_seed(0)
+    out = {}
+    for name, (c_in, c_out, k, size) in {"decoder.6: ConvTranspose2d(32, 32, 5)": (32, 32, 5, 20),
+                                          "decoder.8: ConvTranspose2d(32, 1, 5)": (32, 1, 5, 24)}.items():
+        # the layout the model trains in on a CPU: weights and activations channels_last
+        w = torch.randn(c_in, c_out, k, k).contiguous(memory_format=torch.channels_last).requires_grad_()
+        b = torch.randn(c_out, requires_grad=True)
+        x = torch.randn(BATCH, c_in, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+        ways = {"conv_transpose2d (the model's)": F.conv_transpose2d, "padded conv2d, flipped kernel": padded_conv,
+                "native kernels, not oneDNN": native}
+        if c_out == 1:
+            ways["matrix product + fold"] = matmul_fold
+        with torch.no_grad():
+            reference = F.conv_transpose2d(x, w, b)
+            differences = {way: float((fn(x, w, b) - reference).abs().max()) for way, fn in ways.items()}
+        fns = {way: (lambda fn=fn, x=x, w=w, b=b: fn(x, w, b).square().sum().backward()) for way, fn in ways.items()}
+        times = interleaved(fns, rounds, warmup=2)
+        base = times["conv_transpose2d (the model's)"]
+        out[name] = {way: {"seconds": statistics.median(t), "speedup": ratio(base, t),
+                           "max_difference": differences[way]} for way, t in times.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     result = {"environment": environment(), "batch": BATCH, "layers": per_layer(args.steps),
-              "compile": eager_vs_compiled()}
+              "compile": eager_vs_compiled(), "alternatives": alternatives()}
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
