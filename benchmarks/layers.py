@@ -1,7 +1,7 @@
 """Where a training step of the lecture's autoencoder spends its time: each convolution's forward and backward
 (torch.profiler, aten ops grouped by input shape) with its achieved GFLOP/s, and the whole step eager against
 ``torch.compile`` (interleaved rounds, medians).  Then other ways to compute the decoder's two stride-1
-transposed convolutions (60 % of the step's transposed-convolution time), each timed forward + backward against
+transposed convolutions (decoder.6 and decoder.8, its costliest layers), each timed forward + backward against
 the layer as the model runs it, in interleaved rounds: a padded Conv2d with the flipped kernel (the same map),
 PyTorch's native kernels instead of oneDNN, and for the last layer (one output channel, which oneDNN handles
 poorly) a matrix product followed by ``fold`` (col2im).
