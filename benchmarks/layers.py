@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from run import interleaved, ratio
 from torch.profiler import ProfilerActivity, profile
 
 from aelab.models import AutoEncoder
@@ -106,9 +108,6 @@ def alternatives(rounds: int = 9) -> dict:
     """Seconds per forward + backward (input and weight gradients) of decoder.6 and decoder.8 of the lecture's model
     computed four ways, channels_last, batch BATCH: median of interleaved rounds, the ratio to the layer as the model
     runs it, and the largest difference of the outputs."""
-    import torch.nn.functional as F
-    from run import interleaved, ratio
-
     def padded_conv(x, w, b):  # conv_transpose2d, stride 1, no padding == full convolution with the flipped kernel
         k = w.shape[-1]
         return F.conv2d(x, w.transpose(0, 1).flip(2, 3), b, padding=k - 1)
