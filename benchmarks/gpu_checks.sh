@@ -1,5 +1,5 @@
 #!/bin/bash
-# The checks of docs/benchmarks.md that need a GPU, in one call of about 8 minutes on a lent machine that cannot
+# The checks of docs/benchmarks.md that need a GPU, in one call of at most 9 minutes on a lent machine that cannot
 # reach the network (torch with CUDA installed there; run from the repository root):
 #
 #   AELAB_CACHE=<folder holding mnist-v1.npz and mnist-v1.json> OUT=<results folder> bash benchmarks/gpu_checks.sh
@@ -12,7 +12,7 @@
 set -u
 : "${AELAB_CACHE:?set AELAB_CACHE to a folder holding mnist-v1.npz (the machine cannot download it)}"
 : "${OUT:?set OUT to the folder for the results}"
-export PYTHONPATH=src AELAB_CACHE
+export PYTHONPATH=src AELAB_CACHE PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 t0=$(date +%s)
 step() {  # name, time limit in seconds, command...
@@ -24,8 +24,8 @@ nvidia-smi -L
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 step tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_cudagraph.py
 tail -3 "$OUT/tests.log"
-step throughput 150 python3 benchmarks/run.py --repeats 5 --only "fit batch 100, fp32, channels_last" \
+step throughput 120 python3 benchmarks/run.py --repeats 5 --only "fit batch 100, fp32, channels_last" \
     --out "$OUT/benchmarks-gpu.json"
-step ttq 240 python3 benchmarks/ttq.py --recipes lecture,default --max-epochs 15 --out "$OUT/ttq-gpu.json"
+step ttq 210 python3 benchmarks/ttq.py --recipes lecture,default --max-epochs 15 --out "$OUT/ttq-gpu.json"
 grep -E "^(lecture|default):" "$OUT/ttq.log" | tail -20
 step cuda-graph 90 python3 benchmarks/cuda_graph.py --batches 50,100 --repeats 5 --out "$OUT/cuda-graph-gpu.json"
