@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -65,6 +66,23 @@ def test_the_precision_measurement_changes_nothing_and_says_why():
     assert torch.equal(rng, torch.get_rng_state())
 
 
+def test_the_precision_measurement_pairs_its_steps_so_a_drift_does_not_decide():
+    """A fake step that takes 4 ms in fp32 and 2 ms under bf16 autocast (bf16 truly 2x), on a 'CPU' that turns 3x
+    slower from the 8th call on: timed in two blocks, bf16 would look 0.67x and lose; paired steps see 2x."""
+    weight = torch.nn.Parameter(torch.ones(1))
+    calls = []
+
+    def loss_fn(_model, _x):
+        calls.append(1)
+        bf16 = torch.is_autocast_enabled("cpu")
+        time.sleep((0.002 if bf16 else 0.004) * (3 if len(calls) >= 8 else 1))
+        return weight.sum() * 0
+
+    choice = measure_precision(torch.nn.Linear(1, 1), loss_fn, torch.zeros(1), torch.device("cpu"), steps=5)
+    assert len(calls) == 12  # one warm-up each, then five pairs
+    assert choice["precision"] == "bf16" and choice["speedup"] == pytest.approx(2.0, rel=0.25)
+
+
 def test_bf16_autocast_trains_close_to_fp32():
     x = torch.rand(200, 1, 28, 28)
     cfg = TrainConfig(epochs=2, batch_size=50, lr=3e-3, channels_last=False)
@@ -80,11 +98,13 @@ def test_one_cycle_resumes_bit_for_bit_and_refuses_another_length(tmp_path):
     x = torch.rand(300, 1, 28, 28)
     cfg = TrainConfig(epochs=3, batch_size=50, lr=3e-3, schedule="onecycle", lr_scaling="sqrt",
                       precision="auto", channels_last=False)
-    whole = _tiny_model()
-    fit(whole, x, x[:50], cfg, tmp_path / "a", progress=False)
     part = _tiny_model()
-    fit(part, x, x[:50], dataclasses.replace(cfg, epochs=3), tmp_path / "b", progress=False)
-    # cut the run at epoch 1: keep only its first checkpoint, then resume to 3
+    measured = fit(part, x, x[:50], cfg, tmp_path / "b", progress=False).precision["precision"]
+    # the straight run to compare with trains in the precision that run measured: on a CPU with native bf16 a
+    # model this small sits near the threshold, and two measurements may choose differently
+    whole = _tiny_model()
+    fit(whole, x, x[:50], dataclasses.replace(cfg, precision=measured), tmp_path / "a", progress=False)
+    # cut the run at epoch 1: keep only its first checkpoint, then resume to 3 (keeping its measured precision)
     for f in (tmp_path / "b" / "checkpoints").glob("epoch-000[23].*"):
         f.unlink()
     resumed = _tiny_model(seed=99)
@@ -92,7 +112,7 @@ def test_one_cycle_resumes_bit_for_bit_and_refuses_another_length(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
                                                  strict=True))
     rec = json.loads(sorted((tmp_path / "b" / "checkpoints").glob("epoch-*.json"))[-1].read_text())
-    assert rec["precision"]["precision"] in ("fp32", "bf16")
+    assert rec["precision"]["precision"] == measured
     with pytest.raises(ConfigError, match="train.epochs 3 -> 5"):
         fit(_tiny_model(), x, x[:50], dataclasses.replace(cfg, epochs=5), tmp_path / "b", resume=True,
             progress=False)

@@ -15,7 +15,9 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
 - ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
-  shows it faster than fp32 — on a CPU without native bf16 it is several times slower; the choice and its
+  shows it faster than fp32 — on a CPU without native bf16 it is several times slower (0.29x on a Xeon with
+  avx512f alone), on one with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
+  the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json); the choice and its
   timings are recorded with the run.
 - freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
   megabytes of activations of every step back to the system and takes them again, page by page, the next step.
@@ -27,6 +29,7 @@ import ctypes
 import math
 import os
 import platform
+import statistics
 import time
 from contextlib import nullcontext
 
@@ -74,32 +77,42 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device,
-                      steps: int = 3) -> dict:
-    """Time forward + backward of ``loss_fn(model, x)`` in fp32 and under bf16 autocast (median of ``steps``
-    after one warm-up each); choose bf16 when it is at least ``BF16_MIN_SPEEDUP`` times faster.
+                      steps: int = 5) -> dict:
+    """Time forward + backward of ``loss_fn(model, x)`` in fp32 and under bf16 autocast, alternating the two
+    step by step (one warm-up step each, then ``steps`` pairs whose order flips from pair to pair), and choose
+    bf16 when the median of the pairs' fp32 / bf16 time ratios is at least ``BF16_MIN_SPEEDUP``.
 
-    Gradients are cleared afterwards and no weight changes; the global RNG is left as it was."""
-    times: dict[str, float] = {}
+    Why pairs: the CPU's speed drifts, and another process can take a core for a moment; a ratio of two steps
+    taken back to back is far steadier than a ratio of two blocks of steps taken one after the other (the rule of
+    benchmarks/run.py).  Gradients are cleared afterwards and no weight changes; the global RNG is left as it was."""
     supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    precisions = ("fp32", "bf16") if supported else ("fp32",)
+    runs: dict[str, list[float]] = {p: [] for p in precisions}
+
+    def step(precision: str) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        with autocast(device, precision):
+            loss = loss_fn(model, x)
+        loss.backward()
+        _sync(device)
+        return time.perf_counter() - t0
+
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        for precision in ("fp32", "bf16") if supported else ("fp32",):
-            runs = []
-            for _ in range(steps + 1):
-                _sync(device)
-                t0 = time.perf_counter()
-                with autocast(device, precision):
-                    loss = loss_fn(model, x)
-                loss.backward()
-                _sync(device)
-                runs.append(time.perf_counter() - t0)
-            times[precision] = sorted(runs[1:])[len(runs[1:]) // 2]
+        for precision in precisions:  # warm-up: the first call of each picks and builds its kernels
+            step(precision)
+        for i in range(steps):
+            for precision in precisions[::-1] if i % 2 else precisions:
+                runs[precision].append(step(precision))
     model.zero_grad(set_to_none=True)
-    speedup = times["fp32"] / times["bf16"] if "bf16" in times else None
+    times = {p: statistics.median(t) for p, t in runs.items()}
+    speedup = (statistics.median(a / b for a, b in zip(runs["fp32"], runs["bf16"], strict=True))
+               if supported else None)
     choice = "bf16" if speedup is not None and speedup >= BF16_MIN_SPEEDUP else "fp32"
     reason = ("bf16 autocast not supported by this GPU" if speedup is None else
               f"bf16 autocast {speedup:.2f}x the speed of fp32 on this {device.type} "
-              f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP})")
-    return {"precision": choice, "seconds_per_step": times, "batch": len(x), "reason": reason}
+              f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP}; median of {steps} paired steps)")
+    return {"precision": choice, "seconds_per_step": times, "speedup": speedup, "batch": len(x), "reason": reason}
 
 
 # glibc's mallopt parameters (malloc.h) and the values set: blocks up to 256 MiB from the heap (a step of batch 500,
