@@ -4,6 +4,7 @@ has every section, checked in a real browser (Debian's chromium driven by Playwr
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,12 @@ def test_report_has_every_section_with_figures_and_numbers(run):
     assert len(figures) >= 12 and all(f.stat().st_size > 1000 for f in figures)
     md = (run / "report" / "results.md").read_text()
     assert "aelab reproduce --preset quick" in md and "| 4 | CNN |" in md
+    # each training stage says where it ran and in which precision (the quick preset sets fp32)
+    trained = [name for name, s in metrics["stages"].items() if "history" in s]
+    assert len(trained) >= 8
+    for name in trained:
+        assert re.search(rf"<td>{re.escape(name)}</td>(?:(?!</tr>).)*thread\(s\), fp32</td>", html, re.S)
+        assert re.search(rf"^\| {re.escape(name)} \| [0-9.]+ \| .*thread\(s\), fp32 \|$", md, re.M)
     # restoration: each level has the methods meant for it, the blind model everywhere, the specialised one where
     # it was trained; every score is on the page and in results.md
     rs = metrics["stages"]["restoration"]

@@ -59,16 +59,20 @@ def collect(inputs: dict[str, Path], out: Path) -> dict[str, Any]:
 
 
 def ran_on(folder: Path) -> str:
-    """Where a training stage ran, from the environment its run.json records (a stage can be computed on another
-    machine and its folder copied in: the cache key is the same); "" for the other stages."""
+    """Where a training stage ran and in which precision, from what its run.json records (a stage can be
+    computed on another machine and its folder copied in: the cache key is the same, and ``precision = "auto"``
+    may have measured another choice there); "" for the other stages."""
     run = _read(folder / "run.json") or {}
     env = run.get("environment") or {}
     if not env:
         return ""
     device = ((run.get("config") or {}).get("train") or {}).get("device", "auto")
     if env.get("cuda") and device != "cpu":  # auto picks the GPU where there is one
-        return f"{env['cuda']} GPU"
-    return f"{env.get('cpu') or env.get('machine', '') + ' CPU'}, {env.get('torch_threads')} thread(s)"
+        where = f"{env['cuda']} GPU"
+    else:
+        where = f"{env.get('cpu') or env.get('machine', '') + ' CPU'}, {env.get('torch_threads')} thread(s)"
+    precision = (run.get("precision") or {}).get("precision")
+    return where + {"bf16": ", bf16 autocast", "fp32": ", fp32"}.get(precision, "")
 
 
 def facts(stages: dict[str, Any]) -> dict[str, Any]:
