@@ -6,9 +6,12 @@ the layer as the model runs it, in interleaved rounds: a padded Conv2d with the 
 PyTorch's native kernels instead of oneDNN, and for the last layer (one output channel, which oneDNN handles
 poorly) a matrix product followed by ``fold`` (col2im).
 
-    python benchmarks/layers.py [--steps 10] [--out docs/layers.json]
+    python benchmarks/layers.py [--steps 10] [--batch 100] [--precision fp32|bf16] [--out docs/layers.json]
 
-Batch 100, d = 8, channels_last on a CPU (aelab's layout there), Adam, the lecture's loss.
+Batch 100 unless told, d = 8, channels_last on a CPU (aelab's layout there), Adam, the lecture's loss; with
+``--precision bf16`` every step runs under bf16 autocast as ``fit`` does where its measurement chose it, and
+the alternatives take bf16 tensors, and a last section (``mixed``) times whole steps with the layers that
+this run's per-layer profiles found faster in fp32 kept in fp32 (``fp32_forward``) against the plain bf16 step.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ from torch.profiler import ProfilerActivity, profile
 
 from aelab.models import AutoEncoder
 from aelab.models.summary import layer_table
+from aelab.recipe import autocast
 from aelab.runs import environment
 from aelab.train import lecture_loss
 
-BATCH = 100
+BATCH = 100  # set by --batch
+PRECISION = "fp32"  # set by --precision
+CPU = torch.device("cpu")
 
 
-def step_fn(model: torch.nn.Module, x: torch.Tensor, compiled: bool = False):
+def step_fn(model: torch.nn.Module, x: torch.Tensor, compiled: bool = False, precision: str | None = None):
+    precision = precision or PRECISION
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     objective = lambda xb: lecture_loss(model(xb), xb)  # noqa: E731 - the thing compiled
     if compiled:
@@ -40,18 +47,20 @@ def step_fn(model: torch.nn.Module, x: torch.Tensor, compiled: bool = False):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        objective(x).backward()
+        with autocast(CPU, precision):
+            loss = objective(x)
+        loss.backward()
         opt.step()
     return step
 
 
-def per_layer(steps: int) -> list[dict]:
+def per_layer(steps: int, precision: str | None = None) -> list[dict]:
     """Self time per step of every convolution forward / backward, keyed by the layer it belongs to."""
     torch.manual_seed(0)
     fmt = torch.channels_last
     model = AutoEncoder(8).to(memory_format=fmt)
     x = torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=fmt)
-    step = step_fn(model, x)
+    step = step_fn(model, x, precision=precision)
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -64,7 +73,8 @@ def per_layer(steps: int) -> list[dict]:
     layers = {}
     for row in layer_table(model, (1, 28, 28)):
         key = (row.in_shape[1:], tuple(modules[row.name].weight.shape))
-        layers[key] = {"layer": f"{row.name}: {row.layer}", "macs": row.macs, "forward_ms": 0.0, "backward_ms": 0.0}
+        layers[key] = {"name": row.name, "layer": f"{row.name}: {row.layer}", "macs": row.macs, "forward_ms": 0.0,
+                       "backward_ms": 0.0}
     total_ms = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1000 / steps
     for event in prof.key_averages(group_by_input_shape=True):
         kind = {"aten::mkldnn_convolution": "forward_ms", "aten::_convolution": "forward_ms",
@@ -127,9 +137,11 @@ def alternatives(rounds: int = 9) -> dict:
     for name, (c_in, c_out, k, size) in {"decoder.6: ConvTranspose2d(32, 32, 5)": (32, 32, 5, 20),
                                           "decoder.8: ConvTranspose2d(32, 1, 5)": (32, 1, 5, 24)}.items():
         # the layout the model trains in on a CPU: weights and activations channels_last
-        w = torch.randn(c_in, c_out, k, k).contiguous(memory_format=torch.channels_last).requires_grad_()
-        b = torch.randn(c_out, requires_grad=True)
-        x = torch.randn(BATCH, c_in, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+        dtype = torch.bfloat16 if PRECISION == "bf16" else torch.float32
+        w = torch.randn(c_in, c_out, k, k, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+        b = torch.randn(c_out, dtype=dtype, requires_grad=True)
+        x = torch.randn(BATCH, c_in, size, size, dtype=dtype).contiguous(
+            memory_format=torch.channels_last).requires_grad_()
         ways = {"conv_transpose2d (the model's)": F.conv_transpose2d, "padded conv2d, flipped kernel": padded_conv,
                 "native kernels, not oneDNN": native}
         if c_out == 1:
@@ -145,13 +157,60 @@ def alternatives(rounds: int = 9) -> dict:
     return out
 
 
+def fp32_forward(layer: torch.nn.Module):
+    """``layer``'s forward outside bf16 autocast: its input back in fp32, its convolution (and so its backward) in
+    fp32 with the fp32 weights."""
+    forward = layer.forward
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return forward(x.float())
+    return run
+
+
+def mixed_step(steps: int, rounds: int = 11, inner: int = 20) -> dict:
+    """bf16 autocast with some layers kept in fp32: the layers whose forward + backward the per-layer profiles of
+    this run (one in fp32, one in bf16) found faster in fp32.  Whole training steps (batch BATCH) timed in
+    interleaved rounds against the plain bf16 step and the fp32 step."""
+    profiles = {p: {row["name"]: row["forward_ms"] + row["backward_ms"] for row in per_layer(steps, p)}
+                for p in ("fp32", "bf16")}
+    slower = [name for name, ms in profiles["bf16"].items() if profiles["fp32"][name] < ms]
+    fmt = torch.channels_last
+
+    def contender(precision: str, fp32_layers=()):
+        torch.manual_seed(0)
+        model = AutoEncoder(8).to(memory_format=fmt)
+        modules = dict(model.named_modules())
+        for name in fp32_layers:
+            modules[name].forward = fp32_forward(modules[name])
+        step = step_fn(model, torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=fmt), precision=precision)
+
+        def run():
+            for _ in range(inner):
+                step()
+        return run
+    fns = {"bf16 autocast": contender("bf16"), "bf16, the layers faster in fp32 kept fp32": contender("bf16", slower),
+           "fp32": contender("fp32")}
+    times = interleaved(fns, rounds, warmup=2)
+    base = times["bf16 autocast"]
+    return {"layer_ms": profiles, "fp32_layers": slower,
+            "steps": {name: {"seconds_per_step": statistics.median(t) / inner, "speedup_vs_bf16": ratio(base, t)}
+                      for name, t in times.items()}}
+
+
 def main() -> None:
+    global BATCH, PRECISION
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default=PRECISION)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    result = {"environment": environment(), "batch": BATCH, "layers": per_layer(args.steps),
+    BATCH, PRECISION = args.batch, args.precision
+    result = {"environment": environment(), "batch": BATCH, "precision": PRECISION, "layers": per_layer(args.steps),
               "compile": eager_vs_compiled(), "alternatives": alternatives()}
+    if PRECISION == "bf16":
+        result["mixed"] = mixed_step(args.steps)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
