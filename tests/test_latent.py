@@ -73,6 +73,27 @@ def test_gmm_refit_on_all_latents_starts_from_the_subset_fit(clusters):
     np.testing.assert_allclose(np.sort(gmm.model_.means_[:, 0]), np.sort(cold.means_[:, 0]), atol=1e-2)
 
 
+def test_gmm_search_side_by_side_gives_sklearns_bic_and_leaves_the_blas_threads(clusters):
+    """The candidates fitted two at a time on one BLAS thread each: every BIC is the one scikit-learn's own
+    GaussianMixture gives for that candidate fitted alone, and the process's BLAS threads are as they were."""
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    from aelab.latent import blas_threads
+
+    z, _ = clusters
+    with threadpool_limits(2, user_api="blas"):
+        gmm = make_density("gmm", candidates=(1, 2, 3, 6), bic_subset=1200).fit(z)
+        assert blas_threads() == 2
+    sub = z[np.random.default_rng(0).permutation(len(z))[:1200]]
+    alone = {c: GaussianMixture(c, covariance_type="full", random_state=0, max_iter=300, reg_covar=1e-5).fit(sub)
+             for c in (1, 2, 3, 6)}
+    assert list(gmm.bic_) == [1, 2, 3, 6]
+    for c, m in alone.items():
+        assert gmm.bic_[c] == pytest.approx(m.bic(sub), rel=1e-9)
+    assert gmm.n_components_ == 3
+
+
 def test_flow_is_invertible_and_learns_the_clusters(clusters):
     z, zt = clusters
     flow = Flow(steps=600, seed=0).fit(z)
