@@ -13,13 +13,13 @@ agree.  The refit on all training latents, which follows the search, is not time
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from run import _write
 from threadpoolctl import threadpool_limits
 
 from aelab.data import load, to_float
@@ -67,10 +67,7 @@ def main() -> None:
               "speedup": {name: statistics.median(b / t for b, t in zip(base, s, strict=True))
                           for name, s in seconds.items()},
               "bic": bic, "chosen": {name: min(b, key=b.get) for name, b in bic.items()}}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    _write(result, args.out)
 
 
 if __name__ == "__main__":

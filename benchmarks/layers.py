@@ -17,14 +17,13 @@ this run's per-layer profiles found faster in fp32 kept in fp32 (``fp32_forward`
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from run import interleaved, ratio
+from run import _write, interleaved, ratio
 from torch.profiler import ProfilerActivity, profile
 
 from aelab.models import AutoEncoder
@@ -211,10 +210,7 @@ def main() -> None:
               "compile": eager_vs_compiled(), "alternatives": alternatives()}
     if PRECISION == "bf16":
         result["mixed"] = mixed_step(args.steps)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    _write(result, args.out)
 
 
 if __name__ == "__main__":
