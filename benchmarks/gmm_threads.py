@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +30,7 @@ from aelab.runs import environment
 def search(gmm: GMM, sub: np.ndarray, threads: int | None, workers: int) -> dict[int, float]:
     """BIC of every candidate on ``sub``: ``workers`` fits at a time with ``threads`` BLAS threads (None: as is)."""
     with threadpool_limits(threads, user_api="blas"):
-        with ThreadPoolExecutor(workers) as pool:
-            order = sorted(gmm.candidates, reverse=True)
-            fits = dict(zip(order, pool.map(lambda c: gmm._mixture(c).fit(sub), order), strict=True))
+        fits = gmm.search(sub, workers)
     return {c: float(fits[c].bic(sub)) for c in sorted(fits)}
 
 

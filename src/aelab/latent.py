@@ -148,15 +148,20 @@ class GMM:
         return GaussianMixture(k, covariance_type="full", random_state=self.seed, max_iter=300, reg_covar=1e-5,
                                **init)
 
+    def search(self, sub: np.ndarray, workers: int) -> dict[int, GaussianMixture]:
+        """Every candidate (below len(sub)) fitted on ``sub``: (n, d), ``workers`` at a time, the largest first
+        (it takes longest); under the caller's BLAS threads."""
+        order = sorted((c for c in self.candidates if c < len(sub)), reverse=True)
+        with ThreadPoolExecutor(workers) as pool:
+            return dict(zip(order, pool.map(lambda c: self._mixture(c).fit(sub), order), strict=True))
+
     def fit(self, z: np.ndarray) -> GMM:
         k, start = self.n_components, None
         workers = blas_threads()
         with threadpool_limits(1, user_api="blas"):
             if k is None:
                 sub = z[np.random.default_rng(self.seed).permutation(len(z))[: self.bic_subset]]
-                order = sorted((c for c in self.candidates if c < len(sub)), reverse=True)  # the longest first
-                with ThreadPoolExecutor(workers) as pool:
-                    fits = dict(zip(order, pool.map(lambda c: self._mixture(c).fit(sub), order), strict=True))
+                fits = self.search(sub, workers)
                 self.bic_ = {c: float(fits[c].bic(sub)) for c in sorted(fits)}
                 k = min(self.bic_, key=self.bic_.get)
                 start = fits[k] if len(sub) < len(z) else None
