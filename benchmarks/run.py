@@ -262,30 +262,33 @@ def lecture_loop(x: torch.Tensor, batch_size: int = 100):
     return synced(lambda: lecture_epoch(model, optimizer, x, batch_size))
 
 
-def aelab_fit(x: torch.Tensor, **train):
+def aelab_fit(x: torch.Tensor, choice: dict | None = None, **train):
     """aelab's trainer, one epoch over x, with its defaults (the default recipe: see aelab.recipe) or the
-    ``train`` settings given; the per-epoch test evaluation runs on 100 images so that it does not dominate."""
+    ``train`` settings given; the per-epoch test evaluation runs on 100 images so that it does not dominate.
+    choice: a precision choice measured once beforehand (``precision_probe``), used by every call."""
     from aelab.config import TrainConfig
     from aelab.train import fit
 
     @synced
     def run():
         torch.manual_seed(0)
-        fit(AutoEncoder(8), x, x[:100], TrainConfig(**{"epochs": 1, "device": DEVICE.type, **train}), progress=False)
+        fit(AutoEncoder(8), x, x[:100], TrainConfig(**{"epochs": 1, "device": DEVICE.type, **train}), progress=False,
+            precision=choice)
     return run
 
 
 def precision_probe() -> dict:
-    """What ``precision = auto`` measures at the start of a run (one batch of 100), and how long it takes."""
-    from aelab.recipe import measure_precision
-    from aelab.train import training_loss
+    """What ``precision = auto`` measures at the start of a run (fp32 against bf16 on one batch of the default
+    recipe's size, then, where bf16 wins, which layers stay fp32), and how long it takes."""
+    from aelab.config import TrainConfig
+    from aelab.train import choose_precision
 
     torch.manual_seed(0)
-    model = AutoEncoder(8).to(DEVICE, memory_format=torch.channels_last if DEVICE.type == "cpu" else
-                              torch.contiguous_format)
-    x = torch.rand(100, 1, 28, 28, device=DEVICE)
+    fmt = torch.channels_last if DEVICE.type == "cpu" else torch.contiguous_format
+    model = AutoEncoder(8).to(DEVICE, memory_format=fmt)
+    x = torch.rand(TrainConfig().batch_size, 1, 28, 28)
     t0 = time.perf_counter()
-    choice = measure_precision(model, training_loss, x, DEVICE)
+    choice = choose_precision(model, x, TrainConfig(device=DEVICE.type), DEVICE, fmt, n_proc=1)
     return {**choice, "probe_seconds": time.perf_counter() - t0}
 
 
@@ -313,9 +316,10 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
+    choice = {k: probe[k] for k in ("precision", "reason", "fp32_layers") if k in probe}
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
-    runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"precision": probe["precision"]}, {}),
-            "fit default, allocator unchanged": ("fit", {"precision": probe["precision"]}, SYSTEM_ALLOCATOR),
+    runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"choice": choice}, {}),
+            "fit default, allocator unchanged": ("fit", {"choice": choice}, SYSTEM_ALLOCATOR),
             "lecture loop, freed memory kept": ("lecture loop", {"keep_freed_memory": True}, {}),
             "fit batch 100, fp32, channels_last": ("fit", {"batch_size": 100, "precision": "fp32"}, {}),
             "fit batch 100, fp32, contiguous": ("fit", {"batch_size": 100, "precision": "fp32",
@@ -325,6 +329,8 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
             "fit batch 100, bf16 autocast": ("fit", {"batch_size": 100, "precision": "bf16"}, {}),
             "fit batch 250, fp32": ("fit", {"batch_size": 250, "precision": "fp32"}, {}),
             "fit batch 500, fp32": ("fit", {"batch_size": 500, "precision": "fp32"}, {})}
+    if choice.get("fp32_layers"):  # the default's bf16 without the layers the probe kept in fp32
+        runs["fit default, every layer bf16"] = ("fit", {"precision": "bf16"}, {})
     if only:
         unknown = sorted(set(only) - set(runs))
         if unknown:
