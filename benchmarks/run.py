@@ -279,7 +279,7 @@ def aelab_fit(x: torch.Tensor, choice: dict | None = None, **train):
 
 def precision_probe() -> dict:
     """What ``precision = auto`` measures at the start of a run (fp32 against bf16 on one batch of the default
-    recipe's size, then, where bf16 wins, which layers stay fp32), and how long it takes."""
+    recipe's size), and how long it takes."""
     from aelab.config import TrainConfig
     from aelab.train import choose_precision
 
@@ -316,7 +316,7 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
-    choice = {k: probe[k] for k in ("precision", "reason", "fp32_layers") if k in probe}
+    choice = {k: probe[k] for k in ("precision", "reason")}
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
     runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"choice": choice}, {}),
             "fit default, allocator unchanged": ("fit", {"choice": choice}, SYSTEM_ALLOCATOR),
@@ -329,8 +329,6 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
             "fit batch 100, bf16 autocast": ("fit", {"batch_size": 100, "precision": "bf16"}, {}),
             "fit batch 250, fp32": ("fit", {"batch_size": 250, "precision": "fp32"}, {}),
             "fit batch 500, fp32": ("fit", {"batch_size": 500, "precision": "fp32"}, {})}
-    if choice.get("fp32_layers"):  # the default's bf16 without the layers the probe kept in fp32
-        runs["fit default, every layer bf16"] = ("fit", {"precision": "bf16"}, {})
     if only:
         unknown = sorted(set(only) - set(runs))
         if unknown:

@@ -19,7 +19,7 @@ from aelab.config import TrainConfig
 from aelab.errors import ConfigError
 from aelab.models import MODELS
 from aelab.models.autoencoder import parse_spec
-from aelab.recipe import effective_lr, fp32_layers, lr_at, measure_layers, measure_precision
+from aelab.recipe import effective_lr, lr_at, measure_precision
 from aelab.train import fit, training_loss
 
 
@@ -170,87 +170,29 @@ def test_a_run_records_what_it_did_with_the_allocator(tmp_path):
     assert rec["allocator"] == h.allocator
 
 
-def test_fp32_layers_run_in_fp32_under_autocast_and_leave_the_model_as_it_was():
-    model = _tiny_model()
-    x = torch.rand(4, 1, 28, 28)
-    dtypes = {}
-    for name in ("encoder.2", "decoder.0"):
-        dict(model.named_modules())[name].register_forward_hook(
-            lambda _m, _i, out, name=name: dtypes.__setitem__(name, out.dtype))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with fp32_layers(model, ["decoder.0"]), torch.autocast("cpu", dtype=torch.bfloat16):
-        model.decode(model.encode(x))
-    assert dtypes == {"encoder.2": torch.bfloat16, "decoder.0": torch.float32}
-    # an fp32 island computes what the layer computes in fp32 from its (bf16) input
-    layer = model.decoder[0]
-    z = torch.randn(4, *model.latent_shape).bfloat16()
-    with fp32_layers(model, ["decoder.0"]), torch.autocast("cpu", dtype=torch.bfloat16):
-        island = layer(z)
-    expected = torch.nn.functional.conv_transpose2d(z.float(), layer.weight, layer.bias)
-    assert island.dtype == torch.float32 and torch.equal(island, expected)
-    # afterwards: the class's forward, the same weights, and a copy that is the plain model
-    assert "forward" not in vars(layer)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert layer(z).dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="decoder.99"):
-        with fp32_layers(model, ["decoder.99"]):
-            pass
-
-
-class _Timed(torch.nn.Conv2d):
-    """A convolution that sleeps 4 ms when run under bf16 autocast (slow_in="bf16") or outside it ("fp32")."""
-
-    def __init__(self, *args, slow_in: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.slow_in = slow_in
-
-    def forward(self, x):
-        if torch.is_autocast_enabled("cpu") == (self.slow_in == "bf16"):
-            time.sleep(0.004)
-        return super().forward(x)
-
-
-def test_the_layer_measurement_keeps_in_fp32_exactly_the_layers_slower_in_bf16():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(_Timed(1, 4, 3, slow_in="fp32"), torch.nn.ReLU(), _Timed(4, 1, 3, slow_in="bf16"))
-    x = torch.rand(8, 1, 12, 12)
-    rng = torch.get_rng_state()
-    loss_fn = lambda m, x: m(x).float().square().mean()  # noqa: E731
-    result = measure_layers(model, loss_fn, x, torch.device("cpu"), pairs=3, step_pairs=3)
-    assert set(result["layers"]) == {"0", "2"}
-    assert result["layers"]["2"]["fp32_speedup"] > 1.5 and result["layers"]["0"]["fp32_speedup"] < 0.7
-    assert result["fp32_layers"] == ["2"] and result["mixed_speedup"] > 1.3
-    assert all(p.grad is None for p in model.parameters()) and torch.equal(rng, torch.get_rng_state())
-    assert "forward" not in vars(model[2])
-
-
-def test_a_choice_with_fp32_layers_is_used_without_measuring_and_kept_on_resume(tmp_path, monkeypatch):
+def test_a_given_precision_choice_is_used_without_measuring_and_kept_on_resume(tmp_path, monkeypatch):
     x = torch.rand(200, 1, 28, 28)
     cfg = TrainConfig(epochs=2, batch_size=50, lr=3e-3, schedule="onecycle", precision="auto", channels_last=False)
-    choice = {"precision": "bf16", "reason": "given", "fp32_layers": ["decoder.0", "decoder.2"]}
+    choice = {"precision": "bf16", "reason": "given"}
     seen = set()
 
     def no_measuring(*_args, **_kwargs):
         raise AssertionError("a given or recorded precision choice is not measured again")
     monkeypatch.setattr(recipe, "measure_precision", no_measuring)
     whole = _tiny_model()
-    def record(i):  # the output dtype of decoder layer i in training steps (the evaluations run in fp32)
-        return lambda _m, _i, out: seen.add((i, out.dtype)) if torch.is_autocast_enabled("cpu") else None
-    hooks = [whole.decoder[i].register_forward_hook(record(i)) for i in (0, 2, 4)]
+    # the output dtype of the first decoder layer in training steps (the per-epoch evaluations run in fp32)
+    hook = whole.decoder[0].register_forward_hook(
+        lambda _m, _i, out: seen.add(out.dtype) if torch.is_autocast_enabled("cpu") else None)
     h = fit(whole, x, x[:50], cfg, tmp_path / "a", progress=False, precision=choice)
-    for hook in hooks:
-        hook.remove()
-    assert h.precision == choice
-    assert seen == {(0, torch.float32), (2, torch.float32), (4, torch.bfloat16)}  # while training
-    assert not any("forward" in vars(m) for m in whole.modules())
+    hook.remove()
+    assert h.precision == choice and seen == {torch.bfloat16}
     part = _tiny_model()
     fit(part, x, x[:50], cfg, tmp_path / "b", progress=False, precision=choice)
     for f in (tmp_path / "b" / "checkpoints").glob("epoch-0002.*"):
         f.unlink()
     resumed = _tiny_model(seed=99)
     h = fit(resumed, x, x[:50], cfg, tmp_path / "b", resume=True, progress=False)
-    assert h.precision["fp32_layers"] == ["decoder.0", "decoder.2"]
+    assert h.precision == choice
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
                                                  strict=True))
     with pytest.raises(ConfigError, match="fp32 or bf16"):

@@ -31,7 +31,7 @@ import os
 import platform
 import statistics
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 
@@ -71,35 +71,9 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def _rng_kept(device: torch.device):
-    """A block after which the global RNG (and the GPU's) is as it was before it."""
-    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _paired(fns: dict, pairs: int, sync) -> dict[str, list[float]]:
-    """Seconds of each call of the two callables in ``fns``, alternating them (one warm-up call each, then
-    ``pairs`` pairs whose order flips from pair to pair)."""
-    names = list(fns)
-    runs: dict[str, list[float]] = {n: [] for n in names}
-
-    def timed(name: str) -> float:
-        sync()
-        t0 = time.perf_counter()
-        fns[name]()
-        sync()
-        return time.perf_counter() - t0
-
-    for n in names:
-        timed(n)
-    for i in range(pairs):
-        for n in names[::-1] if i % 2 else names:
-            runs[n].append(timed(n))
-    return runs
 
 
 def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device,
@@ -113,14 +87,23 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     benchmarks/run.py).  Gradients are cleared afterwards and no weight changes; the global RNG is left as it was."""
     supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
     precisions = ("fp32", "bf16") if supported else ("fp32",)
+    runs: dict[str, list[float]] = {p: [] for p in precisions}
 
-    def step(precision: str) -> None:
+    def step(precision: str) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
         with autocast(device, precision):
             loss = loss_fn(model, x)
         loss.backward()
+        _sync(device)
+        return time.perf_counter() - t0
 
-    with _rng_kept(device):
-        runs = _paired({p: (lambda p=p: step(p)) for p in precisions}, steps, lambda: _sync(device))
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        for precision in precisions:  # warm-up: the first call of each picks and builds its kernels
+            step(precision)
+        for i in range(steps):
+            for precision in precisions[::-1] if i % 2 else precisions:
+                runs[precision].append(step(precision))
     model.zero_grad(set_to_none=True)
     times = {p: statistics.median(t) for p, t in runs.items()}
     speedup = (statistics.median(a / b for a, b in zip(runs["fp32"], runs["bf16"], strict=True))
@@ -130,122 +113,6 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
               f"bf16 autocast {speedup:.2f}x the speed of fp32 on this {device.type} "
               f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP}; median of {steps} paired steps)")
     return {"precision": choice, "seconds_per_step": times, "speedup": speedup, "batch": len(x), "reason": reason}
-
-
-MIXED_MIN_SPEEDUP = 1.0  # fp32 layers are kept only when the whole step is at least this much faster with them
-AUTOCAST_LAYERS = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)  # the layers bf16 autocast runs in bf16
-
-
-def _fp32_forward(forward):
-    """``forward`` outside bf16 autocast: its input back in fp32, so the layer (and its backward) runs in fp32
-    with the fp32 weights; the next layer under autocast casts the output to bf16 again."""
-    def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return forward(x.float(), *args, **kwargs)
-    return run
-
-
-@contextmanager
-def fp32_layers(model: torch.nn.Module, names=()):
-    """Inside the block the submodules ``names`` of ``model`` run in fp32 even under bf16 autocast.
-
-    Their ``forward`` is replaced on the instance for the block only and given back afterwards, so the model's
-    weights, state_dict and checkpoints are exactly those of the plain model, and a copy made after the block
-    is the plain model."""
-    modules = dict(model.named_modules())
-    unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise ValueError(f"fp32 layers {unknown} are not submodules of this {type(model).__name__}")
-    saved = [(m, m.__dict__.get("forward")) for m in (modules[n] for n in dict.fromkeys(names))]
-    for m, _ in saved:
-        m.forward = _fp32_forward(m.forward)
-    try:
-        yield model
-    finally:
-        for m, before in saved:
-            if before is None:
-                del m.forward  # the class's forward again
-            else:
-                m.forward = before
-
-
-def _layer_inputs(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device) -> dict[str, tuple]:
-    """Name -> (input shape, memory format, whether it needs a gradient) of every layer autocast would run in
-    bf16, seen in one forward of ``loss_fn(model, x)`` under bf16 autocast (each layer once: the first call)."""
-    seen: dict[str, tuple] = {}
-
-    def hook(name):
-        def record(_module, inputs):
-            t = inputs[0]
-            if name not in seen and isinstance(t, torch.Tensor):
-                fmt = (torch.channels_last if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)
-                       and not t.is_contiguous() else torch.contiguous_format)
-                seen[name] = (tuple(t.shape), t.dtype, fmt, t.requires_grad)
-        return record
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, AUTOCAST_LAYERS)]
-    try:
-        with autocast(device, "bf16"):
-            loss_fn(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
-def _time_layer(layer: torch.nn.Module, inp: tuple, device: torch.device, gen: torch.Generator,
-                pairs: int) -> dict:
-    """Seconds of ``layer``'s forward + backward on a random input of the recorded (shape, dtype, memory format,
-    needs grad), under bf16 autocast as it is and as an fp32 island, paired; fp32_speedup = bf16 / fp32 time."""
-    shape, dtype, fmt, grad = inp
-    x = torch.rand(shape, generator=gen).to(device=device, dtype=dtype).contiguous(memory_format=fmt)
-    x.requires_grad_(grad)
-
-    def call(forward) -> None:
-        with autocast(device, "bf16"):
-            out = forward(x)
-        out.float().sum().backward()
-    island = _fp32_forward(layer.forward)
-    runs = _paired({"bf16": lambda: call(layer.forward), "fp32": lambda: call(island)}, pairs,
-                   lambda: _sync(device))
-    return {"bf16": statistics.median(runs["bf16"]), "fp32": statistics.median(runs["fp32"]),
-            "fp32_speedup": statistics.median(b / f for b, f in zip(runs["bf16"], runs["fp32"], strict=True))}
-
-
-def measure_layers(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device, pairs: int = 3,
-                   step_pairs: int = 7) -> dict:
-    """Which layers to keep in fp32 under bf16 autocast: each layer's forward + backward, alone on an input of the
-    shape it gets in training, timed in bf16 and as an fp32 island (its input cast back, ``fp32_layers``),
-    alternating (``pairs`` pairs); the layers faster as islands are then confirmed by whole steps, the plain bf16
-    step against the one with those islands, paired the same way (``step_pairs``); they are kept only if that step
-    is at least ``MIXED_MIN_SPEEDUP`` faster.
-
-    Why: on a CPU with native bf16 a few small layers of the lecture's model run slower in bf16 than in fp32
-    (a 3x3 stride-2 transposed convolution 2.4x slower on a Zen 4: docs/layers-zen4-bf16.json), and which ones
-    depends on the CPU and the batch, so it is measured, not listed.  Keeping a layer in fp32 only makes its
-    arithmetic more exact.  Gradients are cleared afterwards and no weight changes."""
-    modules = dict(model.named_modules())
-    gen = torch.Generator().manual_seed(0)
-
-    def step(names):
-        with fp32_layers(model, names), autocast(device, "bf16"):
-            loss = loss_fn(model, x)
-        loss.backward()
-
-    with _rng_kept(device):
-        layers = {name: _time_layer(modules[name], inp, device, gen, pairs)
-                  for name, inp in _layer_inputs(model, loss_fn, x, device).items()}
-        candidates = [n for n, t in layers.items() if t["fp32_speedup"] > 1.0]
-        result = {"layers": layers, "fp32_layers": [], "mixed_speedup": None}
-        if candidates:
-            runs = _paired({"bf16": lambda: step(()), "mixed": lambda: step(candidates)}, step_pairs,
-                           lambda: _sync(device))
-            speedup = statistics.median(b / m for b, m in zip(runs["bf16"], runs["mixed"], strict=True))
-            result["mixed_speedup"] = speedup
-            if speedup >= MIXED_MIN_SPEEDUP:
-                result["fp32_layers"] = candidates
-    model.zero_grad(set_to_none=True)
-    return result
 
 
 # glibc's mallopt parameters (malloc.h) and the values set: blocks up to 256 MiB from the heap (a step of batch 500,

@@ -33,7 +33,7 @@ from aelab.config import TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
 from aelab.metrics import reconstruction_scores
-from aelab.recipe import autocast, effective_lr, fp32_layers, keep_freed_memory, lr_at
+from aelab.recipe import autocast, effective_lr, keep_freed_memory, lr_at
 from aelab.runs import environment
 
 
@@ -349,31 +349,29 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     # one graph for the whole run: recorded in the first epoch trained, replayed in every later one
     step_fn = cudagraph.GraphedStep(model, optimizer, training_loss) if not_graphed is None else None
     model.train()
-    # the layers the precision measurement found faster in fp32 run in fp32 for the whole training, and only then
-    with fp32_layers(model, precision.get("fp32_layers", ())):
-        for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            # the order sits beside the images: indexing GPU images with a CPU index would copy it across, and wait
-            # for the GPU, at every step
-            order = epoch_order(len(train_x), cfg.seed, epoch, cfg.shuffle).to(resident.device)
-            bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                       leave=False, unit="batch")
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
-                running, seen = _train_epoch(model, optimizer, resident, bar, device, fmt, epoch, run_dir, step_model,
-                                             corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"],
-                                             step_fn)
-            running, seen = distributed.all_sum([running, seen])
-            test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
-            history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
-                                   "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
-            if progress:
-                e = history.last
-                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
-                           f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
-            if run_dir is not None and rank == 0:
-                save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
-            distributed.barrier()  # the others wait until rank 0's checkpoint is complete
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        # the order sits beside the images: indexing GPU images with a CPU index would copy it across, and wait
+        # for the GPU, at every step
+        order = epoch_order(len(train_x), cfg.seed, epoch, cfg.shuffle).to(resident.device)
+        bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
+            running, seen = _train_epoch(model, optimizer, resident, bar, device, fmt, epoch, run_dir, step_model,
+                                         corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"],
+                                         step_fn)
+        running, seen = distributed.all_sum([running, seen])
+        test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
+        history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
+                               "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
+        if progress:
+            e = history.last
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
+                       f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
+        if run_dir is not None and rank == 0:
+            save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
+        distributed.barrier()  # the others wait until rank 0's checkpoint is complete
     model.to(memory_format=torch.contiguous_format)
     return history
 
@@ -384,24 +382,14 @@ def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int)
     if cfg.precision != "auto":
         return {"precision": cfg.precision, "reason": "set by train.precision"}
     from aelab import distributed
-    from aelab.recipe import measure_layers, measure_precision
+    from aelab.recipe import measure_precision
 
     x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
     choice = measure_precision(model, training_loss, x, device)
     votes = distributed.all_sum([1.0 if choice["precision"] == "bf16" else 0.0])[0]
     if choice["precision"] == "bf16" and votes < n_proc:
         choice = {**choice, "precision": "fp32", "reason": choice["reason"] + "; not on every process: fp32"}
-    if choice["precision"] != "bf16":
-        return choice
-    # bf16 where it pays, layer by layer: the layers measured faster in fp32 stay fp32 (on every process alike)
-    mixed = measure_layers(model, training_loss, x, device)
-    names = list(mixed["layers"])
-    votes = distributed.all_sum([1.0 if n in mixed["fp32_layers"] else 0.0 for n in names])
-    kept = [n for n, v in zip(names, votes, strict=True) if v == n_proc]
-    if kept:
-        choice["reason"] += (f"; {', '.join(kept)} kept in fp32 (the step {mixed['mixed_speedup']:.2f}x the plain "
-                             "bf16 step with them)")
-    return {**choice, "fp32_layers": kept, "layers": mixed["layers"], "mixed_speedup": mixed["mixed_speedup"]}
+    return choice
 
 
 LOSS_CHECK_EVERY = 50  # steps between reads of the loss on the host (a GPU synchronisation each)
