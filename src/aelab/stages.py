@@ -165,9 +165,13 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
 
     Why processes: on a CPU the lecture's small convolutions scale poorly from one thread to two, so two
     single-threaded trainings side by side train more samples per second than one with two threads
-    (docs/benchmarks.md, "The whole study on 2 CPU cores")."""
+    (docs/benchmarks.md, "The whole study on 2 CPU cores").  A stage's threads follow its share while it runs
+    (``aelab.threads``): when its neighbour ends and no stage is ready to take its place, a training takes the
+    freed threads at its next loss check."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from aelab import threads as thread_share
 
     store = Path(store)
     all_keys = keys(stages)
@@ -176,7 +180,10 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
     running: dict[Any, str] = {}
     done: dict[str, Result] = {}
     failure: BaseException | None = None
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    share_now = ctx.Value("i", threads, lock=False)  # the threads each running stage may use now
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=thread_share.share_with,
+                             initargs=(share_now,)) as pool:
         for _ in range(min(jobs, len(todo))):  # start the processes together (a few seconds of imports each)
             pool.submit(_started, worker)
         while running or (todo and failure is None):
@@ -190,6 +197,8 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
                          f"({share} thread(s)) -> {final}")
                     running[pool.submit(worker, s.name, share)] = s.name
                     del todo[s.name]
+            if running:
+                share_now.value = max(1, threads // len(running))
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

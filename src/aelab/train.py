@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from aelab import AelabError, cudagraph
+from aelab import AelabError, cudagraph, threads
 from aelab.config import TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
@@ -437,6 +437,7 @@ def _train_epoch(model, optimizer, train_x, batches, device, fmt, epoch, run_dir
         seen += len(idx)
         if (step + 1) % LOSS_CHECK_EVERY == 0:
             batches.set_postfix(loss=f"{_check_loss(running, seen, epoch, step, run_dir):.3f}")
+            threads.follow()  # beside other stages (reproduce --jobs): this process's share of the threads now
     _check_loss(running, seen, epoch, step, run_dir)
     return running.item(), seen
 

@@ -1,0 +1,55 @@
+"""A stage computed beside others follows its share of the threads (``aelab.threads``, ``run_parallel``)."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import time
+from pathlib import Path
+
+import torch
+
+from aelab import threads
+from aelab.stages import Result, Stage, run_parallel
+
+
+def test_follow_sets_torchs_threads_to_the_share_and_does_nothing_without_one():
+    before = torch.get_num_threads()
+    try:
+        assert threads.follow() == before  # no share: outside run_parallel
+        share = multiprocessing.Value("i", 1, lock=False)
+        threads.share_with(share)
+        assert threads.follow() == 1 == torch.get_num_threads()
+        share.value = 2
+        assert threads.follow() == 2 == torch.get_num_threads()
+        share.value = 0  # never below one thread
+        assert threads.follow() == 1
+    finally:
+        threads.share_with(None)
+        torch.set_num_threads(before)
+
+
+def _worker(out: str, name: str, share: int) -> Result:
+    """A stage that records the threads it may use: at its start and then, following its share, every 20 ms for
+    6 s ("long") or 1 s ("short"), into out/<name>.txt."""
+    torch.set_num_threads(share)
+    seen = [threads.follow()]
+    end = time.monotonic() + (6.0 if name == "long" else 1.0)
+    while time.monotonic() < end:
+        seen.append(threads.follow())
+        time.sleep(0.02)
+    Path(out, f"{name}.txt").write_text(" ".join(map(str, seen)))
+    return Result(name, "key", Path(out), "computed", 0.0)
+
+
+def test_a_stage_takes_the_threads_its_neighbour_frees(tmp_path):
+    """Two stages start side by side with one thread each; when the short one ends, the long one, still
+    running and with nothing else ready, gets both threads."""
+    stages = [Stage(name, run=lambda ctx: {}, config={"n": i}) for i, name in enumerate(("long", "short"))]
+    run_parallel(stages, tmp_path / "stages", 2, functools.partial(_worker, str(tmp_path)), threads=2,
+                 echo=lambda _text: None)
+    long = [int(v) for v in (tmp_path / "long.txt").read_text().split()]
+    short = [int(v) for v in (tmp_path / "short.txt").read_text().split()]
+    assert long[0] == 1 and set(short) == {1}  # side by side: one each
+    assert long[-1] == 2 and long.index(2) > 0  # alone afterwards: both, taken while it ran
+    assert long == sorted(long)  # never back to one: nothing else started
