@@ -101,8 +101,8 @@ def test_one_cycle_resumes_bit_for_bit_and_refuses_another_length(tmp_path):
                       precision="auto", channels_last=False)
     part = _tiny_model()
     measured = fit(part, x, x[:50], cfg, tmp_path / "b", progress=False).precision
-    # the straight run to compare with trains in the precision (and with the fp32 layers) that run measured: on a
-    # CPU with native bf16 a model this small sits near the threshold, and two measurements may choose differently
+    # the straight run to compare with trains in the precision that run measured: on a CPU with native bf16 a
+    # model this small sits near the threshold, and two measurements may choose differently
     whole = _tiny_model()
     fit(whole, x, x[:50], cfg, tmp_path / "a", progress=False, precision=measured)
     # cut the run at epoch 1: keep only its first checkpoint, then resume to 3 (keeping its measured precision)

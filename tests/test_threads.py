@@ -30,12 +30,13 @@ def test_follow_sets_torchs_threads_to_the_share_and_does_nothing_without_one():
 
 
 def _worker(out: str, name: str, share: int) -> Result:
-    """A stage that records the threads it may use: at its start and then, following its share, every 20 ms for
-    6 s ("long") or 1 s ("short"), into out/<name>.txt."""
+    """A stage that records the threads it may use, into out/<name>.txt: the share it started with, then its
+    share every 20 ms, following it: for 1 s ("short"), or until it has had two threads for 5 looks ("long"; a
+    minute at most, so that a broken share fails the test instead of hanging it)."""
     torch.set_num_threads(share)
-    seen = [threads.follow()]
-    end = time.monotonic() + (6.0 if name == "long" else 1.0)
-    while time.monotonic() < end:
+    seen = [share]
+    end = time.monotonic() + (1.0 if name == "short" else 60.0)
+    while time.monotonic() < end and not (name == "long" and seen.count(2) >= 5):
         seen.append(threads.follow())
         time.sleep(0.02)
     Path(out, f"{name}.txt").write_text(" ".join(map(str, seen)))
