@@ -50,12 +50,14 @@ def test_contenders_run_in_processes_of_their_own_in_alternating_rounds():
     # two trainers that differ only in a process-wide setting (the allocator) and the lecture's loop
     contenders = {"kept": ("fit", {"batch_size": 50, "precision": "fp32"}, {}),
                   "unchanged": ("fit", {"batch_size": 50, "precision": "fp32"}, {"AELAB_ALLOCATOR": "system"}),
-                  "loop": ("lecture loop", {}, {})}
+                  "loop": ("lecture loop", {}, {}),
+                  # the default recipe given a precision choice measured once (as the "fit default" rows are)
+                  "given": ("fit", {"choice": {"precision": "fp32", "reason": "given"}}, {})}
     times, faults = run.interleaved_processes(contenders, n=100, repeats=2)
-    assert {k: len(v) for k, v in times.items()} == {"kept": 2, "unchanged": 2, "loop": 2}
+    assert {k: len(v) for k, v in times.items()} == {"kept": 2, "unchanged": 2, "loop": 2, "given": 2}
     assert all(t > 0 for v in times.values() for t in v)
-    assert {k: len(v) for k, v in faults.items()} == {"kept": 2, "unchanged": 2, "loop": 2}
-    assert [run._batch(c) for c in contenders.values()] == [50, 50, 100]
+    assert {k: len(v) for k, v in faults.items()} == {"kept": 2, "unchanged": 2, "loop": 2, "given": 2}
+    assert [run._batch(c) for c in contenders.values()] == [50, 50, 100, 50]
 
 
 def test_the_rounding_yardstick_of_the_cuda_graph_benchmark():
