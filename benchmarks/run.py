@@ -316,10 +316,9 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
-    choice = {k: probe[k] for k in ("precision", "reason")}
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
-    runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"choice": choice}, {}),
-            "fit default, allocator unchanged": ("fit", {"choice": choice}, SYSTEM_ALLOCATOR),
+    runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"choice": probe}, {}),
+            "fit default, allocator unchanged": ("fit", {"choice": probe}, SYSTEM_ALLOCATOR),
             "lecture loop, freed memory kept": ("lecture loop", {"keep_freed_memory": True}, {}),
             "fit batch 100, fp32, channels_last": ("fit", {"batch_size": 100, "precision": "fp32"}, {}),
             "fit batch 100, fp32, contiguous": ("fit", {"batch_size": 100, "precision": "fp32",

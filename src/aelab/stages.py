@@ -197,8 +197,7 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
                          f"({share} thread(s)) -> {final}")
                     running[pool.submit(worker, s.name, share)] = s.name
                     del todo[s.name]
-            if running:
-                share_now.value = max(1, threads // len(running))
+                share_now.value = share  # the running ones' share too: a stage left alone takes every thread
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

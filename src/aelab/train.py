@@ -302,9 +302,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     resident = train_x.to(device) if device.type == "cuda" and corrupt is None else train_x
     peak = effective_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     history = History()
-    given, precision = precision, None
-    if given is not None and given.get("precision") not in ("fp32", "bf16"):
-        raise ConfigError(f"a precision choice names fp32 or bf16, got {given.get('precision')!r}")
+    if precision is not None and precision.get("precision") not in ("fp32", "bf16"):
+        raise ConfigError(f"a precision choice names fp32 or bf16, got {precision.get('precision')!r}")
+    if cfg.precision != "auto":
+        precision = None  # a configured precision is not measured, and no choice given replaces it
     start, meta = 0, None
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume:
@@ -316,8 +317,6 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             check_resume(rec, cfg, record or {}, allow_change)  # before loading
             if cfg.precision == "auto" and (rec.get("precision") or {}).get("precision") in ("fp32", "bf16"):
                 precision = rec["precision"]  # a resumed run keeps the precision it was measured to need
-    if precision is None and given is not None and cfg.precision == "auto":
-        precision = given
     if precision is None:
         precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
     not_graphed = cudagraph.reason_not(device, model, n_proc, corrupt is not None, precision["precision"])
