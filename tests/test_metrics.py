@@ -63,17 +63,21 @@ def test_evaluations_in_default_batches_equal_one_call_on_the_whole_set():
     from aelab.metrics import inference_batch, reconstruct
     from aelab.models import AutoEncoder
     from aelab.models.classifier import DigitClassifier
+    from aelab.quality import classifier_outputs
 
     torch.manual_seed(0)
-    model, judge = AutoEncoder(4), Judge(DigitClassifier(10).eval(), accuracy=1.0)  # the classifier has dropout
+    model, net = AutoEncoder(4), DigitClassifier(10).eval()  # eval: the classifier has dropout
     n = inference_batch(torch.device("cpu"), 28 * 28) * 2 + 3  # two full batches and a short one
     x = torch.rand(n, 1, 28, 28)
-    with torch.no_grad():
-        z, x_hat, probs = model.encode(x), model(x), judge.model(x).softmax(1)
+    with torch.no_grad():  # the classifier as built (contiguous), before the Judge lays it out channels_last
+        z, x_hat, probs, feats = model.encode(x), model(x), net(x).softmax(1), net.features(x)
+    judge = Judge(net, accuracy=1.0)
     assert torch.allclose(reconstruct(model, x), x_hat, atol=1e-5)
     assert np.allclose(encode_all(model, x), z.numpy(), atol=1e-5)
     assert torch.allclose(decode_all(model, z.numpy()), x_hat, atol=1e-5)
     assert torch.allclose(judge.predict(x), probs, atol=1e-6)
+    f, p = classifier_outputs(judge, x)
+    assert np.allclose(f, feats.numpy(), atol=1e-5) and np.allclose(p, probs.numpy(), atol=1e-6)
     assert model.training and model.encoder[0].weight.is_contiguous()  # mode and layout given back
 
 

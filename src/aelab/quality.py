@@ -21,18 +21,16 @@ import torch
 from scipy import linalg
 
 from aelab.evaluator import Judge
-from aelab.metrics import inference_batch
 
 
 @torch.no_grad()
 def classifier_outputs(judge: Judge, x: torch.Tensor, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, 128) and class probabilities (N, 10) of images x: (N, 1, 28, 28) (clipped to [0, 1]), in
-    batches (``metrics.inference_batch`` unless given)."""
+    batches (``Judge.batches``)."""
     judge.model.eval()
-    batch_size = batch_size or inference_batch(torch.device("cpu"), x[0].numel())
     feats, probs = [], []
-    for xb in x.split(batch_size):
-        f = judge.model.features(xb.clamp(0, 1))
+    for xb in judge.batches(x, batch_size):
+        f = judge.model.features(xb)
         feats.append(f.double())
         probs.append(judge.model.head(f).softmax(1).double())
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
