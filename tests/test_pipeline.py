@@ -56,12 +56,20 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
     assert set(statuses(reproduce(tiny(), run, progress=False, echo=lambda s: None)).values()) == {"reused"}
     changed = statuses(reproduce(tiny("train.epochs=2"), run, progress=False, echo=lambda s: None))
     recomputed = {n for n, s in changed.items() if s == "computed"}
-    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent", "report", "decoders", "ae-d4-n300",
-                          "ae-d4-s1-n300", "ae-d4-resize-bilinear-n300", "ae-d4-resize-bilinear-s1-n300",
+    assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent-d4", "latent", "report", "decoders",
+                          "ae-d4-n300", "ae-d4-s1-n300", "ae-d4-resize-bilinear-n300", "ae-d4-resize-bilinear-s1-n300",
                           "restore-synthetic-noise0.5", "restore-synthetic-blind", "restoration"}
     # a latent-study setting touches neither the models nor the sweep
     changed = statuses(reproduce(tiny("latent.n_samples=50"), run, progress=False, echo=lambda s: None))
-    assert {n for n, s in changed.items() if s == "computed"} == {"latent", "report"}
+    assert {n for n, s in changed.items() if s == "computed"} == {"latent-d4", "latent", "report"}
+    # one more latent size computes that size's part alone (its model is the sweep's) and gathers the table again
+    changed = statuses(reproduce(tiny("latent.n_samples=50", "latent.dims=2,4"), run, progress=False,
+                                 echo=lambda s: None))
+    assert {n for n, s in changed.items() if s == "computed"} == {"latent-d2", "latent", "report"}
+    table = json.loads((run / "report" / "metrics.json").read_text())["stages"]["latent"]["rows"]
+    assert [(r["d"], r["model"]) for r in table][:1] == [("-", "test images")]
+    assert [r["d"] for r in table[1:]] == sorted(r["d"] for r in table[1:])  # d = 2's rows, then d = 4's
+    assert {(r["d"], r["model"]) for r in table[1:]} == {(2, "AE"), (4, "AE"), (4, "VAE")}
     # the original settings are still complete in the store: nothing to compute
     assert {s for _, s, _ in plan_status(tiny(), run)} == {"reuse"}
 

@@ -13,20 +13,26 @@ from aelab import threads
 from aelab.stages import Result, Stage, run_parallel
 
 
-def test_follow_sets_torchs_threads_to_the_share_and_does_nothing_without_one():
+def test_follow_sets_torchs_and_the_blass_threads_to_the_share_and_does_nothing_without_one():
+    from threadpoolctl import threadpool_limits
+
+    from aelab.latent import blas_threads
+
     before = torch.get_num_threads()
-    try:
-        assert threads.follow() == before  # no share: outside run_parallel
-        share = multiprocessing.Value("i", 1, lock=False)
-        threads.share_with(share)
-        assert threads.follow() == 1 == torch.get_num_threads()
-        share.value = 2
-        assert threads.follow() == 2 == torch.get_num_threads()
-        share.value = 0  # never below one thread
-        assert threads.follow() == 1
-    finally:
-        threads.share_with(None)
-        torch.set_num_threads(before)
+    with threadpool_limits(limits=2):  # as a worker of run_parallel starts; undone on leaving
+        torch.set_num_threads(2)
+        try:
+            assert threads.follow() == 2  # no share: outside run_parallel
+            share = multiprocessing.Value("i", 1, lock=False)
+            threads.share_with(share)
+            assert threads.follow() == 1 == torch.get_num_threads() == blas_threads()
+            share.value = 2
+            assert threads.follow() == 2 == torch.get_num_threads() == blas_threads()
+            share.value = 0  # never below one thread
+            assert threads.follow() == 1 == blas_threads()
+        finally:
+            threads.share_with(None)
+            torch.set_num_threads(before)
 
 
 def _worker(out: str, name: str, share: int) -> Result:

@@ -220,22 +220,56 @@ def latent_study(cfg: LatentConfig, aes: dict[int, Codec], vaes: dict[tuple[floa
                  progress: bool = True) -> tuple[list[dict], list[Figure]]:
     """Interpolations (AE, PCA, VAEs) and samples from each density fitted on training latents, scored.
 
-    aes: d -> autoencoder; vaes: (beta, d) -> VAE.  Rows: one per (d, model, density), plus the real test
-    images as the floor of each score.  Without a judge (unlabelled data) only the log-likelihoods are scored.
+    aes: d -> autoencoder; vaes: (beta, d) -> VAE.  Rows: the real test images first (the floor of each score),
+    then one per (d, model, density), the rows of ``latent_at`` for each d of ``cfg.dims`` in turn.  Without a
+    judge (unlabelled data) only the log-likelihoods are scored.
     """
+    ref = sample_reference(judge, train)
+    rows, figures = [real_images_row(cfg, ref, test)], []
+    for d in cfg.dims:
+        more, figs = latent_at(cfg, d, aes[d], {beta: v for (beta, vd), v in vaes.items() if vd == d}, pcas[d],
+                               train, test, ref, out, progress=progress)
+        rows += more
+        figures += figs
+    return rows, figures
+
+
+def sample_reference(judge: Judge | None, train: Dataset):
+    """What samples are scored against (``aelab.quality.Reference``: the training images' classifier features);
+    None without a judge."""
+    from aelab.quality import Reference
+
+    return Reference.build(judge, to_float(train.images)) if judge is not None else None
+
+
+def _score(ref, x: torch.Tensor) -> dict:
+    from aelab.quality import sample_scores
+
+    return sample_scores(ref, x) if ref is not None else {}
+
+
+def real_images_row(cfg: LatentConfig, ref, test: Dataset) -> dict:
+    """The real test images scored like the samples: the floor of each score."""
+    return {"d": "-", "model": "test images", "density": "-", **_score(ref, to_float(test.images[: cfg.n_samples]))}
+
+
+def latent_at(cfg: LatentConfig, d: int, ae: Codec, vaes: dict[float, Codec], pca: PCA, train: Dataset,
+              test: Dataset, ref, out: Path, *, progress: bool = True,
+              between=lambda: None) -> tuple[list[dict], list[Figure]]:
+    """The latent study at one latent size d: samples from each density of ``cfg.densities`` fitted on the
+    autoencoder's training latents and from each VAE's prior (vaes: beta -> VAE of size d), scored against
+    ``ref`` (``sample_reference``; None: log-likelihoods only); interpolations between the same random test
+    pairs for the AE, PCA and each VAE.  ``between()`` is called after each density (a stage computed beside
+    others takes its share of the threads there: ``aelab.threads.follow``)."""
     from aelab.latent import decode_all, encode_all, make_density, random_pairs
-    from aelab.quality import Reference, sample_scores
 
     x_train, x_test = to_float(train.images), to_float(test.images)
-    ref = Reference.build(judge, x_train) if judge is not None else None
-    score = (lambda x: sample_scores(ref, x)) if ref is not None else (lambda x: {})
-    rows = [{"d": "-", "model": "test images", "density": "-", **score(x_test[: cfg.n_samples])}]
-    figures: list[Figure] = []
     i0, i1 = random_pairs(len(x_test), cfg.n_pairs, cfg.seed)
+    rows, figures, panels = [], [], []
 
-    def sampled(codec, density, d, label, density_name, z_test=None):
+    def sampled(codec, density, label, density_name, z_test=None):
         x = decode_all(codec, density.sample(cfg.n_samples, seed=cfg.seed))
-        row = {"d": d, "model": label, "density": density_name, **score(x)}
+        row = {"d": d, "model": label, "density": density_name, **_score(ref, x)}
         if z_test is not None:
             row["test_loglik"] = float(density.log_prob(z_test).mean())
         if hasattr(density, "n_components_"):
@@ -245,40 +279,36 @@ def latent_study(cfg: LatentConfig, aes: dict[int, Codec], vaes: dict[tuple[floa
     def caption(row):
         return f"FID {row['fid']:.1f}, confident {row['confident']:.2f}" if "fid" in row else row["density"]
 
-    for d in cfg.dims:
-        ae = aes[d]
-        z_train, z_test = encode_all(ae, x_train), encode_all(ae, x_test)
-        panels = []
-        for name in cfg.densities:
-            t0 = time.perf_counter()
-            row, shown = sampled(ae, fit_density(name, z_train, cfg, progress), d, "AE", name, z_test)
-            row["seconds"] = time.perf_counter() - t0
-            rows.append(row)
-            panels.append((f"AE d = {d}, {name}: {caption(row)}", shown))
-        for (beta, vd), vae in vaes.items():
-            if vd != d:
-                continue
-            label = "VAE" if beta == 1.0 else f"beta-VAE {beta:g}"
-            row, shown = sampled(vae, make_density("prior").fit(np.zeros((1, vae.latent_dim))), d, label, "prior")
-            rows.append(row)
-            panels.append((f"{label} d = {d}, prior: {caption(row)}", shown))
-            slug = label.lower().replace(" ", "").replace("-", "")
-            figures.append(interpolation_figure(out, f"figures/interpolation-{slug}-d{d}.png", vae, x_test[i0],
-                                                x_test[i1], cfg.steps, f"{label} interpolation (d = {d})",
-                                                f"{label} (d = {d}): interpolation between the same test pairs."))
-        file = f"figures/sampling-d{d}.png"
-        save_rows(out / file, panels, title=f"Sampling the latent space, d = {d}")
-        figures.append(Figure(file, f"d = {d}: decoded samples from each density fitted on the training latents "
-                                    f"(the lecture's is diag), and from each VAE's prior."))
-        figures.append(interpolation_figure(
-            out, f"figures/interpolation-ae-d{d}.png", ae, x_test[i0], x_test[i1], cfg.steps,
-            f"Autoencoder interpolation (d = {d})",
-            f"Autoencoder (d = {d}): xi(x, x', a) = g((1 - a) f(x) + a f(x')) between {cfg.n_pairs} random "
-            "test pairs."))
-        figures.append(interpolation_figure(
-            out, f"figures/interpolation-pca-d{d}.png", pcas[d], x_test[i0], x_test[i1], cfg.steps,
-            f"PCA interpolation (d = {d})", f"PCA (d = {d}) between the same pairs: a straight line in pixel space "
-                                             "(a cross-fade)."))
+    z_train, z_test = encode_all(ae, x_train), encode_all(ae, x_test)
+    for name in cfg.densities:
+        t0 = time.perf_counter()
+        row, shown = sampled(ae, fit_density(name, z_train, cfg, progress), "AE", name, z_test)
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        panels.append((f"AE d = {d}, {name}: {caption(row)}", shown))
+        between()
+    for beta, vae in vaes.items():
+        label = "VAE" if beta == 1.0 else f"beta-VAE {beta:g}"
+        row, shown = sampled(vae, make_density("prior").fit(np.zeros((1, vae.latent_dim))), label, "prior")
+        rows.append(row)
+        panels.append((f"{label} d = {d}, prior: {caption(row)}", shown))
+        slug = label.lower().replace(" ", "").replace("-", "")
+        figures.append(interpolation_figure(out, f"figures/interpolation-{slug}-d{d}.png", vae, x_test[i0],
+                                            x_test[i1], cfg.steps, f"{label} interpolation (d = {d})",
+                                            f"{label} (d = {d}): interpolation between the same test pairs."))
+    file = f"figures/sampling-d{d}.png"
+    save_rows(out / file, panels, title=f"Sampling the latent space, d = {d}")
+    figures.append(Figure(file, f"d = {d}: decoded samples from each density fitted on the training latents "
+                                f"(the lecture's is diag), and from each VAE's prior."))
+    figures.append(interpolation_figure(
+        out, f"figures/interpolation-ae-d{d}.png", ae, x_test[i0], x_test[i1], cfg.steps,
+        f"Autoencoder interpolation (d = {d})",
+        f"Autoencoder (d = {d}): xi(x, x', a) = g((1 - a) f(x) + a f(x')) between {cfg.n_pairs} random "
+        "test pairs."))
+    figures.append(interpolation_figure(
+        out, f"figures/interpolation-pca-d{d}.png", pca, x_test[i0], x_test[i1], cfg.steps,
+        f"PCA interpolation (d = {d})", f"PCA (d = {d}) between the same pairs: a straight line in pixel space "
+                                         "(a cross-fade)."))
     return rows, figures
 
 

@@ -1,6 +1,6 @@
 """`aelab reproduce`: the whole lecture as named, cached stages, ending in one HTML report.
 
-    data ─► evaluator ─► ae-d{d}, vae-d{d}, ... ─► pca ─► sweep ─► latent ─► ops ─► model ─► report
+    data ─► evaluator ─► ae-d{d}, vae-d{d}, ... ─► pca ─► sweep, latent-d{d} ─► latent ─► ops ─► model ─► report
 
 ``plan(cfg)`` lists the stages of a configuration, each with the config slice it reads; ``reproduce``
 runs them through ``aelab.stages`` (reusing every complete one), writes the run record and copies the
@@ -30,7 +30,6 @@ from aelab.experiments import (
     SWEEP_FORMAT,
     Figure,
     fit_pcas,
-    latent_study,
     load_splits,
     load_trained,
     model_label,
@@ -219,24 +218,60 @@ def curve_figure(out: Path, rows: list[dict], kept: bool) -> Figure:
                   + " against d, CNN autoencoder vs PCA.")
 
 
-def latent_stage(cfg: Config) -> Stage:
+def latent_vaes(cfg: Config, d: int) -> dict[float, str]:
+    """beta -> the training stage of each VAE of the latent study at latent size d."""
+    return {beta: model_stage_name(dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta))
+            for beta, dims in cfg.latent.vae_models for vd in dims if vd == d}
+
+
+def latent_part_stage(cfg: Config, d: int) -> Stage:
+    """The latent study at one d (``experiments.latent_at``): a stage of its own, so that under ``--jobs 2`` it
+    runs as soon as its models are trained, beside the trainings still running, and a setting of one d
+    recomputes that d alone.  Its rows and figures are gathered by the ``latent`` stage."""
     lat = cfg.latent
-    aes = {d: model_stage_name(dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0)) for d in lat.dims}
-    vaes = {(beta, d): model_stage_name(dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta))
-            for beta, dims in lat.vae_models for d in dims if d in lat.dims}
+    ae = model_stage_name(dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0))
+    vaes = latent_vaes(cfg, d)
 
     def run(ctx: Context) -> dict:
+        from aelab import threads
+        from aelab.experiments import latent_at, sample_reference
+
+        train, test = _splits(ctx, cfg)
+        rows, figures = latent_at(lat, d, _model(ctx, ae, train.shape),
+                                  {beta: _model(ctx, n, train.shape) for beta, n in vaes.items()},
+                                  _pcas(ctx, [d])[d], train, test, sample_reference(_judge(ctx), train), ctx.out,
+                                  progress=ctx.progress, between=threads.follow)
+        return {"rows": rows, "figures": [dataclasses.asdict(f) for f in figures]}
+
+    settings = {k: v for k, v in to_dict(lat).items() if k not in ("dims", "vaes")}  # what one d reads
+    return Stage(f"latent-d{d}", run, {"latent": settings, "d": d, "vae_betas": list(vaes)},
+                 needs=("data", "evaluator", "pca", ae, *vaes.values()))
+
+
+def latent_stage(cfg: Config) -> Stage:
+    """The latent study's table and figures: the real test images' scores (the floor of each score), then
+    every d's rows from its ``latent-d{d}`` stage, its figures copied here."""
+    lat = cfg.latent
+    parts = [f"latent-d{d}" for d in lat.dims]
+
+    def run(ctx: Context) -> dict:
+        from aelab.experiments import real_images_row, sample_reference
+
         train, test = _splits(ctx, cfg)
         judge = _judge(ctx)
-        rows, figures = latent_study(lat, {d: _model(ctx, n, train.shape) for d, n in aes.items()},
-                                     {k: _model(ctx, n, train.shape) for k, n in vaes.items()},
-                                     _pcas(ctx, lat.dims), train, test, judge, ctx.out, progress=ctx.progress)
+        rows, figures = [real_images_row(lat, sample_reference(judge, train), test)], []
+        for part in parts:
+            done = read_json(ctx.inputs[part] / "metrics.json")
+            rows += done["rows"]
+            for fig in done["figures"]:
+                (ctx.out / fig["file"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ctx.inputs[part] / fig["file"], ctx.out / fig["file"])
+                figures.append(Figure(**fig))
         write_table(ctx.out, "latent", rows, LATENT_COLUMNS, LATENT_FORMAT)
         write_manifest(ctx.out, "latent", figures)
         return {"rows": rows, "classifier_accuracy": judge.accuracy if judge else None}
 
-    return Stage("latent", run, {"latent": to_dict(lat)},
-                 needs=("data", "evaluator", "pca", *aes.values(), *vaes.values()))
+    return Stage("latent", run, {"latent": to_dict(lat)}, needs=("data", "evaluator", *parts), version=2)
 
 
 def ops_stage(cfg: Config) -> Stage:
@@ -314,7 +349,8 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     trainers += [train_stage(cfg, m, tc, data, name, corruption) for name, (_, corruption, m, tc, data)
                  in restorers.items()]
     stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *trainers, pca_stage(cfg, ae_dims), sweep_stage(cfg),
-              latent_stage(cfg), decoders_stage(cfg, study_models, shape), restoration_stage(cfg, restorers),
+              *(latent_part_stage(cfg, d) for d in cfg.latent.dims), latent_stage(cfg),
+              decoders_stage(cfg, study_models, shape), restoration_stage(cfg, restorers),
               ops_stage(cfg), model_table_stage(cfg, shape)]
     if skip:
         stages = without(stages, skip)
