@@ -132,6 +132,26 @@ def test_sample_scores_separate_digits_from_noise(small_judge, mnist_train, mnis
     assert copies["nn_distance"] < 1e-4 < 1 < real["nn_distance"]  # memorised images sit on the training set
 
 
+def test_nearest_distance_equals_float64_brute_force(mnist_train, mnist_test):
+    """The float32 ranking + float64 check gives what one float64 cdist gives (scipy's), also where float32
+    alone cannot tell images apart: copies of training images, and copies moved by 1e-4 (sub-1e-3 distances)."""
+    from scipy.spatial.distance import cdist
+
+    from aelab.quality import nearest_distance
+
+    train = to_float(mnist_train.images[:3000])
+    flat = train.flatten(1).double()
+    rng = torch.Generator().manual_seed(0)
+    near = (train[:50] + 1e-4 * torch.randn(50, 1, 28, 28, generator=rng)).clamp(0, 1)
+    x = torch.cat([to_float(mnist_test.images[:300]), train[100:150], near, torch.rand(20, 1, 28, 28,
+                                                                                    generator=rng)])
+    truth = cdist(x.flatten(1).clamp(0, 1).double().numpy(), flat.numpy()).min(1)
+    got = nearest_distance(x, flat, chunk=128)
+    assert got.dtype == np.float64 and got.shape == (len(x),)
+    assert np.allclose(got, truth, rtol=0, atol=1e-9)
+    assert (got[300:350] == 0).all() and (got[350:400] < 1e-2).all()
+
+
 def test_vae_objective():
     torch.manual_seed(0)
     vae = VAE(d=4)
