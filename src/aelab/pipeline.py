@@ -68,6 +68,17 @@ def _judge(ctx: Context):
     return ctx.memo["judge"]
 
 
+def _reference(ctx: Context, cfg: Config):
+    """What the latent study's samples are scored against (``experiments.sample_reference``), built once per
+    process: one stage at a time, the parts of the latent study and their gathering share it."""
+    from aelab.experiments import sample_reference
+
+    key = f"reference:{cfg.data}"
+    if key not in ctx.memo:
+        ctx.memo[key] = sample_reference(_judge(ctx), _splits(ctx, cfg)[0])
+    return ctx.memo[key]
+
+
 def _model(ctx: Context, name: str, image_shape):
     key = f"model:{ctx.inputs[name]}"
     if key not in ctx.memo:
@@ -234,12 +245,12 @@ def latent_part_stage(cfg: Config, d: int) -> Stage:
 
     def run(ctx: Context) -> dict:
         from aelab import threads
-        from aelab.experiments import latent_at, sample_reference
+        from aelab.experiments import latent_at
 
         train, test = _splits(ctx, cfg)
         rows, figures = latent_at(lat, d, _model(ctx, ae, train.shape),
                                   {beta: _model(ctx, n, train.shape) for beta, n in vaes.items()},
-                                  _pcas(ctx, [d])[d], train, test, sample_reference(_judge(ctx), train), ctx.out,
+                                  _pcas(ctx, [d])[d], train, test, _reference(ctx, cfg), ctx.out,
                                   progress=ctx.progress, between=threads.follow)
         return {"rows": rows, "figures": [dataclasses.asdict(f) for f in figures]}
 
@@ -255,11 +266,11 @@ def latent_stage(cfg: Config) -> Stage:
     parts = [f"latent-d{d}" for d in lat.dims]
 
     def run(ctx: Context) -> dict:
-        from aelab.experiments import real_images_row, sample_reference
+        from aelab.experiments import real_images_row
 
-        train, test = _splits(ctx, cfg)
+        _, test = _splits(ctx, cfg)
         judge = _judge(ctx)
-        rows, figures = [real_images_row(lat, sample_reference(judge, train), test)], []
+        rows, figures = [real_images_row(lat, _reference(ctx, cfg), test)], []
         for part in parts:
             done = read_json(ctx.inputs[part] / "metrics.json")
             rows += done["rows"]
