@@ -17,8 +17,8 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 - ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
   shows it faster than fp32 — on a CPU without native bf16 it is several times slower (0.29x on a Xeon with
   avx512f alone), on one with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
-  the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json); the choice and its
-  timings are recorded with the run.
+  the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json; 2.66x on a Xeon with
+  AMX, +1.1 %: docs/ttq-amx.json); the choice and its timings are recorded with the run.
 - freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
   megabytes of activations of every step back to the system and takes them again, page by page, the next step.
 """
