@@ -84,6 +84,50 @@ def test_the_precision_measurement_pairs_its_steps_so_a_drift_does_not_decide():
     assert choice["precision"] == "bf16" and choice["speedup"] == pytest.approx(2.0, rel=0.25)
 
 
+def test_the_precision_measurement_stops_after_one_pair_where_bf16_is_far_slower():
+    """bf16 emulated, 5x slower than fp32: one warm-up each and one pair decide (0.2x < 0.575x), not five."""
+    weight = torch.nn.Parameter(torch.ones(1))
+    calls = []
+
+    def loss_fn(_model, _x):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        time.sleep(0.010 if torch.is_autocast_enabled("cpu") else 0.002)
+        return weight.sum() * 0
+
+    choice = measure_precision(torch.nn.Linear(1, 1), loss_fn, torch.zeros(1), torch.device("cpu"), steps=5)
+    assert calls == [False, True, False, True]
+    assert choice["precision"] == "fp32" and choice["speedup"] == pytest.approx(0.2, rel=0.4)
+    assert "one paired step" in choice["reason"]
+
+
+def _cpu_flags() -> set[str]:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"),
+                    reason="the kernel's CPU flags of an x86-64 Linux are the independent truth here")
+def test_native_bf16_agrees_with_the_kernels_cpu_flags():
+    flags = _cpu_flags()
+    assert recipe.native_bf16(torch.device("cpu")) is bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert recipe.native_bf16(torch.device("cuda")) is None  # a GPU is measured, never guessed
+
+
+def test_auto_precision_on_a_cpu_without_native_bf16_is_fp32_without_measuring(tmp_path, monkeypatch):
+    def no_measuring(*_args, **_kwargs):
+        raise AssertionError("a CPU known to lack native bf16 is not measured")
+    monkeypatch.setattr(recipe, "native_bf16", lambda _device: False)
+    monkeypatch.setattr(recipe, "measure_precision", no_measuring)
+    x = torch.rand(100, 1, 28, 28)
+    h = fit(_tiny_model(), x, x[:50], TrainConfig(epochs=1, batch_size=50, precision="auto"), tmp_path,
+            progress=False)
+    assert h.precision["precision"] == "fp32" and "no native bf16" in h.precision["reason"]
+    run = json.loads(sorted((tmp_path / "checkpoints").glob("epoch-*.json"))[-1].read_text())
+    assert run["precision"] == h.precision
+
+
 def test_bf16_autocast_trains_close_to_fp32():
     x = torch.rand(200, 1, 28, 28)
     cfg = TrainConfig(epochs=2, batch_size=50, lr=3e-3, channels_last=False)

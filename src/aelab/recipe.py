@@ -14,9 +14,10 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   (``aelab.cudagraph``) mostly removes; a larger batch is faster still there but needs more epochs.
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
-- ``precision = "auto"``: bf16 autocast (fp32 master weights) only where a short measurement on this machine
-  shows it faster than fp32 — on a CPU without native bf16 it is several times slower (0.29x on a Xeon with
-  avx512f alone), on one with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
+- ``precision = "auto"``: fp32 on an x86-64 CPU without native bf16 (no avx512_bf16, no AMX: ``native_bf16``),
+  where bf16 autocast is several times slower (0.29x on a Xeon with avx512f alone, 0.07x on a Zen 3 with AVX2);
+  elsewhere bf16 autocast (fp32 master weights) only where a short measurement on this machine shows it faster
+  than fp32 — on a CPU with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
   the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json; 2.66x on a Xeon with
   AMX, +1.1 %: docs/ttq-amx.json); the choice and its timings are recorded with the run.
 - freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
@@ -76,11 +77,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def native_bf16(device: torch.device) -> bool | None:
+    """Whether ``device`` has bf16 arithmetic in hardware: False for an x86-64 CPU without avx512_bf16 and without
+    AMX (there bf16 autocast only converts, and ran 0.29x the speed of fp32 on a Xeon with avx512f, 0.07x on an AMD
+    EPYC Zen 3 with AVX2); None where this is not known from flags (a GPU, another architecture, a torch without
+    the check), which leaves the choice to ``measure_precision``."""
+    if device.type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(check is None for check in checks):
+        return None
+    return any(check() for check in checks)
+
+
+HOPELESS = BF16_MIN_SPEEDUP / 2  # a first pair this far below the bar ends the measurement
+
+
 def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device,
                       steps: int = 5) -> dict:
     """Time forward + backward of ``loss_fn(model, x)`` in fp32 and under bf16 autocast, alternating the two
     step by step (one warm-up step each, then ``steps`` pairs whose order flips from pair to pair), and choose
-    bf16 when the median of the pairs' fp32 / bf16 time ratios is at least ``BF16_MIN_SPEEDUP``.
+    bf16 when the median of the pairs' fp32 / bf16 time ratios is at least ``BF16_MIN_SPEEDUP``.  When the first
+    pair's ratio is below ``HOPELESS`` (bf16 under 0.58x the speed of fp32) the measurement stops there: where
+    bf16 is emulated its steps take several times longer, and four more of them would cost more than they tell.
 
     Why pairs: the CPU's speed drifts, and another process can take a core for a moment; a ratio of two steps
     taken back to back is far steadier than a ratio of two blocks of steps taken one after the other (the rule of
@@ -88,6 +107,7 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
     precisions = ("fp32", "bf16") if supported else ("fp32",)
     runs: dict[str, list[float]] = {p: [] for p in precisions}
+    stopped = False  # after the first pair, bf16 far too slow
 
     def step(precision: str) -> float:
         _sync(device)
@@ -104,6 +124,9 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
         for i in range(steps):
             for precision in precisions[::-1] if i % 2 else precisions:
                 runs[precision].append(step(precision))
+            stopped = supported and i == 0 and runs["fp32"][0] / runs["bf16"][0] < HOPELESS
+            if stopped:
+                break
     model.zero_grad(set_to_none=True)
     times = {p: statistics.median(t) for p, t in runs.items()}
     speedup = (statistics.median(a / b for a, b in zip(runs["fp32"], runs["bf16"], strict=True))
@@ -111,7 +134,9 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     choice = "bf16" if speedup is not None and speedup >= BF16_MIN_SPEEDUP else "fp32"
     reason = ("bf16 autocast not supported by this GPU" if speedup is None else
               f"bf16 autocast {speedup:.2f}x the speed of fp32 on this {device.type} "
-              f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP}; median of {steps} paired steps)")
+              f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP}; " +
+              (f"one paired step, below {HOPELESS:.3g}: not measured further)" if stopped
+               else f"median of {steps} paired steps)"))
     return {"precision": choice, "seconds_per_step": times, "speedup": speedup, "batch": len(x), "reason": reason}
 
 

@@ -376,15 +376,19 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
 
 
 def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int) -> dict:
-    """The precision of this run: as configured, or for "auto" measured on one batch (``aelab.recipe``); under
-    torchrun bf16 only when every process measured it faster."""
+    """The precision of this run: as configured, or for "auto" fp32 on a CPU known to lack native bf16 and
+    otherwise measured on one batch (``aelab.recipe``); under torchrun bf16 only when every process measured it
+    faster."""
     if cfg.precision != "auto":
         return {"precision": cfg.precision, "reason": "set by train.precision"}
-    from aelab import distributed
-    from aelab.recipe import measure_precision
+    from aelab import distributed, recipe
 
-    x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
-    choice = measure_precision(model, training_loss, x, device)
+    if recipe.native_bf16(device) is False:
+        choice = {"precision": "fp32", "reason": "no native bf16 on this CPU (x86-64 without avx512_bf16 or AMX, "
+                                                 "as torch.cpu reports): fp32, bf16 not measured"}
+    else:
+        x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
+        choice = recipe.measure_precision(model, training_loss, x, device)
     votes = distributed.all_sum([1.0 if choice["precision"] == "bf16" else 0.0])[0]
     if choice["precision"] == "bf16" and votes < n_proc:
         choice = {**choice, "precision": "fp32", "reason": choice["reason"] + "; not on every process: fp32"}
