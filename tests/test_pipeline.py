@@ -54,7 +54,8 @@ def run(tmp_path_factory) -> Path:
 def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_dependants(run, tmp_path):
     run = Path(shutil.copytree(run, tmp_path / "run"))   # a copy: other tests read the shared run
     assert set(statuses(reproduce(tiny(), run, progress=False, echo=lambda s: None)).values()) == {"reused"}
-    changed = statuses(reproduce(tiny("train.epochs=2"), run, progress=False, echo=lambda s: None))
+    # a training setting (the rate: every model, at the cost of the original epoch) recomputes what trains
+    changed = statuses(reproduce(tiny("train.lr=0.002"), run, progress=False, echo=lambda s: None))
     recomputed = {n for n, s in changed.items() if s == "computed"}
     assert recomputed == {"ae-d2", "ae-d4", "vae-d4", "sweep", "latent-d4", "latent", "report", "decoders",
                           "ae-d4-n300", "ae-d4-s1-n300", "ae-d4-resize-bilinear-n300", "ae-d4-resize-bilinear-s1-n300",
@@ -197,7 +198,7 @@ def test_a_stage_failing_in_a_worker_raises_its_error_and_keeps_the_finished_sta
 def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings(tmp_path):
     """Ctrl-C reaches the run's whole process group: the run and its worker processes stop within seconds, the
     interrupted trainings keep their checkpoints, and a rerun resumes them."""
-    out, sets = tmp_path / "r", [*TINY, "train.epochs=5"]
+    out, sets = tmp_path / "r", [*TINY, "train.epochs=3"]
     child = subprocess.Popen([sys.executable, "-m", "aelab", "reproduce", "--out", str(out), "--jobs", "2", "--quiet",
                               "--stage", "ae-d2", "--stage", "ae-d4", *sum((["--set", s] for s in sets), [])],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -219,16 +220,22 @@ def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings
                         jobs=2)
     assert any("resuming in a worker process" in line for line in lines), lines
     for r in results[1:]:
-        assert [e["epoch"] for e in json.loads((r.path / "metrics.json").read_text())["history"]] == list(range(1, 6))
+        assert [e["epoch"] for e in json.loads((r.path / "metrics.json").read_text())["history"]] == [1, 2, 3]
 
 
-def test_reproduce_cli_prints_the_stage_table_and_the_report_path(tmp_path, capsys):
+def test_reproduce_cli_prints_the_stage_table_and_the_report_path(run, tmp_path, capsys):
     args = ["reproduce", "--out", str(tmp_path / "r"), "--quiet", *sum((["--set", s] for s in TINY), [])]
     assert main([*args, "--dry-run"]) == 0
     assert "data.name" not in capsys.readouterr().err
+    # the shared run's stages but its report and the sweep: computing those two, not retraining, is the test
+    top = run / "stages"
+    shutil.copytree(top, tmp_path / "r" / "stages",
+                    ignore=lambda folder, names: [n for n in names if Path(folder) == top and n in ("report", "sweep")])
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "computed" in out and "report/index.html" in out and (tmp_path / "r" / "report" / "index.html").exists()
+    table = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert "computed" in table["sweep"] and "computed" in table["report"] and "reused" in table["ae-d2"], out
+    assert "report/index.html" in out and (tmp_path / "r" / "report" / "index.html").exists()
     assert main(["report", str(tmp_path / "r")]) == 0
     assert main(["docs", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "docs")]) == 0
     assert "](figures/report/" in (tmp_path / "docs" / "results.md").read_text()
@@ -266,10 +273,11 @@ def test_skip_leaves_out_a_study_and_the_models_only_it_trains(run, tmp_path, ca
 
 def test_decoders_command_runs_the_decoder_study_stages(run, tmp_path, capsys):
     shutil.copytree(run / "stages", tmp_path / "r" / "stages")
-    sets = sum((["--set", s] for s in TINY), [])
+    sets = ["--preset", "quick", *sum((["--set", s] for s in TINY), [])]  # the shared run's settings: reused
     assert main(["decoders", "--out", str(tmp_path / "r"), "--quiet", *sets]) == 0
     out = capsys.readouterr().out
     assert "| transposed |" in out and "| resize-bilinear |" in out and "tables and figures in" in out
+    assert "computing" not in out  # every stage reused from the shared run
     # its own options override the section: one family is another study (computed), with another table
     assert main(["decoders", "--out", str(tmp_path / "r"), "--quiet", *sets, "--families", "transposed"]) == 0
     out = capsys.readouterr().out
