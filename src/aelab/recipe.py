@@ -15,7 +15,8 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 - ``lr_scaling = "sqrt"``: ``train.lr`` is the rate at batch 100 and a batch B uses lr * sqrt(B / 100), the
   square-root rule for Adam (the gradient noise falls as 1/sqrt(B)).
 - ``precision = "auto"``: fp32 on an x86-64 CPU without native bf16 (no avx512_bf16, no AMX: ``native_bf16``),
-  where bf16 autocast is several times slower (0.29x on a Xeon with avx512f alone, 0.07x on a Zen 3 with AVX2);
+  where bf16 autocast is several times slower (0.29x on a Xeon with avx512f alone, 0.12x on a Zen 3 with AVX2:
+  docs/benchmarks-zen3.json);
   elsewhere bf16 autocast (fp32 master weights) only where a short measurement on this machine shows it faster
   than fp32 — on a CPU with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
   the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json; 2.66x on a Xeon with
@@ -79,7 +80,7 @@ def _sync(device: torch.device) -> None:
 
 def native_bf16(device: torch.device) -> bool | None:
     """Whether ``device`` has bf16 arithmetic in hardware: False for an x86-64 CPU without avx512_bf16 and without
-    AMX (there bf16 autocast only converts, and ran 0.29x the speed of fp32 on a Xeon with avx512f, 0.07x on an AMD
+    AMX (there bf16 autocast only converts, and ran 0.29x the speed of fp32 on a Xeon with avx512f, 0.12x on an AMD
     EPYC Zen 3 with AVX2); None where this is not known from flags (a GPU, another architecture, a torch without
     the check), which leaves the choice to ``measure_precision``."""
     if device.type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
