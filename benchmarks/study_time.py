@@ -5,7 +5,7 @@
 For each run folder: the command that made it (run.json), its wall seconds and --jobs (stages.json), the seconds
 of every stage, where each training stage ran (processor and torch threads: ``aelab.report.ran_on``), and the
 scores a reader compares across runs (the sweep's test MSE and class kept per d, the latent study's sample FID
-per d and density).
+per d and density).  A run that was stopped before its end gives what its complete stages recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,21 @@ from pathlib import Path
 from aelab.report import ran_on
 
 
+def unfinished(run: Path) -> dict:
+    """What an interrupted run has: its complete stages' seconds (each stage's own record) and where its
+    trainings ran; no wall time, no scores (they come from the stages that had not run)."""
+    done = sorted(run.glob("stages/*/*/stage.json"))
+    stage_seconds = {json.loads(f.read_text())["name"]: json.loads(f.read_text())["seconds"] for f in done}
+    where = {json.loads(f.read_text())["name"]: ran_on(f.parent) for f in done}
+    return {"run": str(run), "complete": False, "command": json.loads((run / "run.json").read_text()).get("command")
+            if (run / "run.json").exists() else None, "stage_seconds": stage_seconds,
+            "trained_on": {name: text for name, text in where.items() if text},
+            "unfinished": sorted(f.parent.name for f in run.glob("stages/*/*.partial"))}
+
+
 def summary(run: Path) -> dict:
+    if not (run / "stages.json").exists():
+        return unfinished(run)
     stages = json.loads((run / "stages.json").read_text())
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     command = json.loads((run / "run.json").read_text()).get("command")
@@ -43,7 +57,8 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n")
     for r in rows:
-        print(f"{r['run']}: jobs {r['jobs']}, {r['wall_seconds']:.0f} s")
+        print(f"{r['run']}: jobs {r['jobs']}, {r['wall_seconds']:.0f} s" if "wall_seconds" in r else
+              f"{r['run']}: unfinished, {len(r['stage_seconds'])} stages complete")
 
 
 if __name__ == "__main__":
