@@ -20,11 +20,10 @@ from aelab.report import ran_on
 def unfinished(run: Path) -> dict:
     """What an interrupted run has: its complete stages' seconds (each stage's own record) and where its
     trainings ran; no wall time, no scores (they come from the stages that had not run)."""
-    done = sorted(run.glob("stages/*/*/stage.json"))
-    stage_seconds = {json.loads(f.read_text())["name"]: json.loads(f.read_text())["seconds"] for f in done}
-    where = {json.loads(f.read_text())["name"]: ran_on(f.parent) for f in done}
-    return {"run": str(run), "complete": False, "command": json.loads((run / "run.json").read_text()).get("command")
-            if (run / "run.json").exists() else None, "stage_seconds": stage_seconds,
+    done = {f.parent: json.loads(f.read_text()) for f in sorted(run.glob("stages/*/*/stage.json"))}
+    where = {rec["name"]: ran_on(folder) for folder, rec in done.items()}
+    return {"run": str(run), "complete": False, "command": None,  # run.json is written at the run's end
+            "stage_seconds": {rec["name"]: rec["seconds"] for rec in done.values()},
             "trained_on": {name: text for name, text in where.items() if text},
             "unfinished": sorted(f.parent.name for f in run.glob("stages/*/*.partial"))}
 

@@ -100,7 +100,7 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     step by step (one warm-up step each, then ``steps`` pairs whose order flips from pair to pair), and choose
     bf16 when the median of the pairs' fp32 / bf16 time ratios is at least ``BF16_MIN_SPEEDUP``.  When the first
     pair's ratio is below ``HOPELESS`` (bf16 under 0.58x the speed of fp32) the measurement stops there: where
-    bf16 is emulated its steps take several times longer, and four more of them would cost more than they tell.
+    bf16 is emulated its steps take several times longer, and the remaining pairs would cost more than they tell.
 
     Why pairs: the CPU's speed drifts, and another process can take a core for a moment; a ratio of two steps
     taken back to back is far steadier than a ratio of two blocks of steps taken one after the other (the rule of
