@@ -87,7 +87,8 @@ def rng():
 @pytest.fixture(scope="session")
 def small_judge(mnist_train, mnist_test):
     """A quick stand-in for the fixed classifier (2 epochs on 12000 digits, ~96 %): tests need its
-    behaviour, not its last percent, and must not spend the 6 epochs of the real one."""
+    behaviour, not its last percent, and must not spend the 6 epochs of the real one.  The tests that take it
+    share an xdist group, so that one worker trains it once."""
     from aelab.evaluator import train_classifier
 
     return train_classifier(mnist_train.subset(12000), mnist_test.subset(2000), epochs=2, progress=False)

@@ -89,7 +89,7 @@ def test_a_restorer_learns_to_denoise_and_restores_a_folder(tmp_path, capsys, mn
 
     out = tmp_path / "den"
     assert main(["restore", "train", "--preset", "lecture", "--corruption", "noise:0.4", "--n-train", "5000",
-                 "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+                 "--epochs", "2", "--set", "data.n_test=2000", "--out", str(out), "--quiet"]) == 0
     import json
 
     m = json.loads((out / "metrics.json").read_text())

@@ -120,6 +120,7 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(np.ones(6), s1, np.ones(6), s1) == pytest.approx(0, abs=1e-6)
 
 
+@pytest.mark.xdist_group("small-judge")  # one worker trains the classifier once
 def test_sample_scores_separate_digits_from_noise(small_judge, mnist_train, mnist_test):
     ref = Reference.build(small_judge, to_float(mnist_train.images[:5000]))
     real = sample_scores(ref, to_float(mnist_test.images[:2000]), n_nearest=200)
@@ -192,6 +193,7 @@ def test_vae_learns_on_real_mnist(mnist_train, mnist_test):
         assert float(vae.loss(xt)) < 0.6 * before
 
 
+@pytest.mark.xdist_group("small-judge")  # one worker trains the classifier once
 def test_latent_study_end_to_end(tmp_path, small_judge, mnist_train, mnist_test):
     from aelab.config import DataConfig, LatentConfig, ModelConfig, lecture_train
     from aelab.experiments import fit_pcas, latent_study, train_model

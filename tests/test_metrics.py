@@ -93,6 +93,7 @@ def test_the_cpu_evaluation_batch_shrinks_with_the_image_and_stays_in_range():
     assert inference_batch(gpu, 28 * 28) == 1000
 
 
+@pytest.mark.xdist_group("small-judge")  # one worker trains the classifier once
 def test_class_kept_of_the_identity_is_the_classifier_accuracy(small_judge, mnist_test):
     test = mnist_test.subset(2000)
     s = scores(Identity(), test, small_judge)
@@ -100,6 +101,7 @@ def test_class_kept_of_the_identity_is_the_classifier_accuracy(small_judge, mnis
     assert small_judge.accuracy > 0.9  # even a quick classifier on 12000 digits is far above chance
 
 
+@pytest.mark.xdist_group("small-judge")  # one worker trains the classifier once
 def test_class_kept_of_the_mean_image_is_one_class_share(small_judge, mnist_train, mnist_test):
     test = mnist_test.subset(2000)
     mean = to_float(mnist_train.images[:6000]).mean(0)

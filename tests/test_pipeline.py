@@ -24,8 +24,13 @@ from aelab.train import TrainingDiverged
 TINY = ["data.name=synthetic", "sweep.dims=2,4", "latent.dims=4", "latent.vaes=1@4", "latent.n_samples=100",
         "latent.flow_steps=20", "latent.gmm_components=2", "latent.n_pairs=2", "sweep.n_show=12",
         "decoders.families=transposed,resize-bilinear", "decoders.models=4x2", "decoders.n_train=300",
+        "decoders.n_samples=200", "decoders.cost_rounds=1", "decoders.init_seeds=2",
         "restore.datasets=synthetic", "restore.corruptions=noise:0.5", "restore.levels=noise:0.5,rect:0.25",
         "restore.d=4", "restore.n_val=50", "restore.n_show=12", "restore.n_train=none", "restore.n_test=none"]
+
+
+# the tests that read the shared tiny run go to one xdist worker: the other would wait for it to be built
+SHARED_RUN = pytest.mark.xdist_group("shared-run")
 
 
 def tiny(*more: str):
@@ -51,6 +56,7 @@ def run(tmp_path_factory) -> Path:
     return shared
 
 
+@SHARED_RUN
 def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_dependants(run, tmp_path):
     run = Path(shutil.copytree(run, tmp_path / "run"))   # a copy: other tests read the shared run
     assert set(statuses(reproduce(tiny(), run, progress=False, echo=lambda s: None)).values()) == {"reused"}
@@ -75,6 +81,7 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
     assert {s for _, s, _ in plan_status(tiny(), run)} == {"reuse"}
 
 
+@SHARED_RUN
 def test_report_has_every_section_with_figures_and_numbers(run):
     html = (run / "report" / "index.html").read_text()
     for section in ("data", "ops", "model", "sweep", "interpolation", "sampling", "decoders", "restoration", "training",
@@ -113,6 +120,7 @@ def test_report_has_every_section_with_figures_and_numbers(run):
     assert any("restore-synthetic-noise0.5" in f for f in map(str, figures))
 
 
+@SHARED_RUN
 def test_report_renders_in_chromium(run, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="make setup installs playwright")
     chromium = shutil.which("chromium")
@@ -163,6 +171,7 @@ def test_interrupted_training_stage_resumes_at_its_epoch_with_identical_weights(
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
 
 
+@SHARED_RUN
 def test_jobs_compute_stages_side_by_side_into_the_same_keys_with_the_same_results(run, tmp_path):
     """--jobs 2 runs each stage in a worker process as soon as its needs are complete: the stages land under
     the keys one process gives them, with the same scores (up to the rounding of another thread count)."""
@@ -223,6 +232,7 @@ def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings
         assert [e["epoch"] for e in json.loads((r.path / "metrics.json").read_text())["history"]] == [1, 2, 3]
 
 
+@SHARED_RUN
 def test_reproduce_cli_prints_the_stage_table_and_the_report_path(run, tmp_path, capsys):
     args = ["reproduce", "--out", str(tmp_path / "r"), "--quiet", *sum((["--set", s] for s in TINY), [])]
     assert main([*args, "--dry-run"]) == 0
@@ -241,6 +251,7 @@ def test_reproduce_cli_prints_the_stage_table_and_the_report_path(run, tmp_path,
     assert "](figures/report/" in (tmp_path / "docs" / "results.md").read_text()
 
 
+@SHARED_RUN
 def test_skip_leaves_out_a_study_and_the_models_only_it_trains(run, tmp_path, capsys):
     full = {name: status for name, status, _ in plan_status(tiny(), run)}
     lean = {name: status for name, status, _ in plan_status(tiny(), run, skip=("restoration",))}
@@ -271,6 +282,7 @@ def test_skip_leaves_out_a_study_and_the_models_only_it_trains(run, tmp_path, ca
     assert "| ae-d2 |" in text and f"{processor()}, " in text.split("| ae-d2 |")[-1].splitlines()[0]
 
 
+@SHARED_RUN
 def test_decoders_command_runs_the_decoder_study_stages(run, tmp_path, capsys):
     shutil.copytree(run / "stages", tmp_path / "r" / "stages")
     sets = ["--preset", "quick", *sum((["--set", s] for s in TINY), [])]  # the shared run's settings: reused

@@ -39,10 +39,11 @@ def test_short_run_on_real_mnist_beats_the_mean_image(small):
     # closed-form baseline: the best constant image (the training mean) has loss 0.5 * sum of variances
     mean_image_loss = float(0.5 * (test_x - train_x.mean(0)).pow(2).sum() / len(test_x))
     model = _model()
-    h = fit(model, train_x, test_x, lecture_train(epochs=3, batch_size=50), progress=False)
+    # 2 epochs of 5000 digits: test MSE 0.031 and 0.48x the mean image's loss on a Zen 1 (seed 0)
+    h = fit(model, train_x, test_x, lecture_train(epochs=2, batch_size=50), progress=False)
     assert h.last["test_loss"] < 0.85 * mean_image_loss
     assert h.last["test_mse"] < 0.045
-    assert [e["epoch"] for e in h.epochs] == [1, 2, 3]
+    assert [e["epoch"] for e in h.epochs] == [1, 2]
 
 
 def test_same_seed_same_weights(small):

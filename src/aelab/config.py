@@ -249,6 +249,9 @@ class DecodersConfig:
                                      "Other encoder specs whose untrained decoders are compared with the model's "
                                      "(the default ends the decoder with a kernel-3, stride-2 layer).")
     init_seeds: int = _f(5, "Initialisations averaged in the untrained-decoder comparison.")
+    n_samples: int = _f(2000, "GMM samples decoded per model for its sample FID and spectrum.")
+    cost_rounds: int = _f(8, "Interleaved timing rounds (3 training steps per family each) behind the "
+                             "seconds-per-epoch column.")
 
     def __post_init__(self) -> None:
         from aelab.models.autoencoder import parse_spec
@@ -260,6 +263,8 @@ class DecodersConfig:
             except ConfigError as e:
                 raise ConfigError(f"decoders.init_specs: {e}") from None
         _int_at_least("decoders", "init_seeds", self.init_seeds, 1)
+        _int_at_least("decoders", "n_samples", self.n_samples, 2)
+        _int_at_least("decoders", "cost_rounds", self.cost_rounds, 1)
 
         if not self.families:
             _fail("decoders", "families", [], f"give at least one of {', '.join(DECODERS)}")

@@ -418,7 +418,8 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
         _, _, tc, data = next(iter(models.values()))  # every model of the study trains on the same data
         train, _ = _splits(ctx, cfg, data)
         n_train = len(train)
-        cost = epoch_seconds(fresh, to_float(train.images[:tc.batch_size]), n_train)
+        cost = epoch_seconds(fresh, to_float(train.images[:tc.batch_size]), n_train,
+                             rounds=cfg.decoders.cost_rounds)
         rows, first, untrained, refs = [], {}, {}, {}
         for (family, d, seed), (name, m, _tc, data) in models.items():
             train, _ = _splits(ctx, cfg, data)
@@ -427,8 +428,8 @@ def decoders_stage(cfg: Config, models: dict, shape: tuple[int, int, int]) -> St
             model = _model(ctx, name, shape)
             init = build_model(m, shape, seed)
             rows.append({"family": family, "d": d, "seed": seed,
-                         **decoder_row(model, init, cost[family, d], train, test, judge, 2000, cfg.latent.seed,
-                                       refs.get(str(data)))})
+                         **decoder_row(model, init, cost[family, d], train, test, judge, cfg.decoders.n_samples,
+                                       cfg.latent.seed, refs.get(str(data)))})
             if d == cfg.decoders.runs[0][0] and family not in first:
                 first[family], untrained[family] = model, init
         summary = summarise_decoders(rows)
