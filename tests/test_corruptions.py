@@ -88,8 +88,11 @@ def test_a_restorer_learns_to_denoise_and_restores_a_folder(tmp_path, capsys, mn
     from PIL import Image
 
     out = tmp_path / "den"
-    assert main(["restore", "train", "--preset", "lecture", "--corruption", "noise:0.4", "--n-train", "5000",
-                 "--epochs", "2", "--set", "data.n_test=2000", "--out", str(out), "--quiet"]) == 0
+    # 120 steps of batch 50 (on a Zen 1, seed 0: 13.2 against 11.0 dB, digit kept 0.40 against 0.25 corrupted);
+    # 100 steps of batch 100 on 5000 digits gave 12.8 dB and 0.29 in a third more time
+    assert main(["restore", "train", "--preset", "lecture", "--corruption", "noise:0.4", "--n-train", "3000",
+                 "--epochs", "2", "--set", "train.batch_size=50", "--set", "data.n_test=2000", "--out", str(out),
+                 "--quiet"]) == 0
     import json
 
     m = json.loads((out / "metrics.json").read_text())

@@ -12,7 +12,7 @@ from aelab.cli import main
 
 pytestmark = pytest.mark.xdist_group("distributed")
 
-ARGS = ["train", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "400", "--set", "model.d=4", "--epochs",
+ARGS = ["train", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "200", "--set", "model.d=4", "--epochs",
         "2", "--quiet"]
 
 
@@ -52,7 +52,7 @@ def test_a_batch_the_processes_cannot_share_equally_is_refused(tmp_path, private
 def test_the_stages_that_train_run_in_every_process_and_the_rest_in_rank_0(tmp_path, private_cache):
     """`aelab sweep` under torchrun: the AE stages train with DDP in both processes, the sweep stage runs in rank 0;
     the table matches a single-process run with the same global batch (only float summation order differs)."""
-    args = ["sweep", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "400", "--dims", "2,4", "--epochs",
+    args = ["sweep", "--preset", "lecture", "--dataset", "synthetic", "--n-train", "200", "--dims", "2,4", "--epochs",
             "1", "--quiet", "--set", "sweep.n_show=6"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     run = _torchrun([*args, "--out", str(tmp_path / "two")], private_cache)

@@ -35,11 +35,11 @@ def _model(seed=0, d=8):
 
 
 def test_short_run_on_real_mnist_beats_the_mean_image(small):
-    train_x, test_x = small
+    train_x, test_x = small[0][:3500], small[1]
     # closed-form baseline: the best constant image (the training mean) has loss 0.5 * sum of variances
     mean_image_loss = float(0.5 * (test_x - train_x.mean(0)).pow(2).sum() / len(test_x))
     model = _model()
-    # 2 epochs of 5000 digits: test MSE 0.031 and 0.48x the mean image's loss on a Zen 1 (seed 0)
+    # 2 epochs of 3500 digits: test MSE 0.038 and 0.58x the mean image's loss on a Zen 1 (seed 0)
     h = fit(model, train_x, test_x, lecture_train(epochs=2, batch_size=50), progress=False)
     assert h.last["test_loss"] < 0.85 * mean_image_loss
     assert h.last["test_mse"] < 0.045
@@ -55,7 +55,7 @@ def test_same_seed_same_weights(small):
 
 
 def test_resumed_run_continues_from_the_same_state(small, tmp_path):
-    train_x, test_x = small[0][:600], small[1][:100]
+    train_x, test_x = small[0][:300], small[1][:100]
     straight = _model()
     h_straight = fit(straight, train_x, test_x, lecture_train(epochs=3), tmp_path / "a", progress=False)
 
