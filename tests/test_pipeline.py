@@ -209,7 +209,9 @@ def test_a_stage_failing_in_a_worker_raises_its_error_and_keeps_the_finished_sta
 def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings(tmp_path):
     """Ctrl-C reaches the run's whole process group: the run and its worker processes stop within seconds, the
     interrupted trainings keep their checkpoints, and a rerun resumes them."""
-    out, sets = tmp_path / "r", [*TINY, "train.epochs=2", "data.n_train=300"]  # 3 steps an epoch
+    # 3 steps an epoch; 2 epochs left after the first checkpoint, so that even a fast CPU is still training when
+    # the signal comes
+    out, sets = tmp_path / "r", [*TINY, "train.epochs=3", "data.n_train=300"]
     child = subprocess.Popen([sys.executable, "-m", "aelab", "reproduce", "--out", str(out), "--jobs", "2", "--quiet",
                               "--stage", "ae-d2", "--stage", "ae-d4", *sum((["--set", s] for s in sets), [])],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -231,7 +233,7 @@ def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings
                         jobs=2)
     assert any("resuming in a worker process" in line for line in lines), lines
     for r in results[1:]:
-        assert [e["epoch"] for e in json.loads((r.path / "metrics.json").read_text())["history"]] == [1, 2]
+        assert [e["epoch"] for e in json.loads((r.path / "metrics.json").read_text())["history"]] == [1, 2, 3]
 
 
 @SHARED_RUN
