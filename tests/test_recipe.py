@@ -68,15 +68,16 @@ def test_the_precision_measurement_changes_nothing_and_says_why():
 
 
 def test_the_precision_measurement_pairs_its_steps_so_a_drift_does_not_decide():
-    """A fake step that takes 4 ms in fp32 and 2 ms under bf16 autocast (bf16 truly 2x), on a 'CPU' that turns 3x
-    slower from the 8th call on: timed in two blocks, bf16 would look 0.67x and lose; paired steps see 2x."""
+    """A fake step that takes 40 ms in fp32 and 20 ms under bf16 autocast (bf16 truly 2x), on a 'CPU' that turns 3x
+    slower from the 8th call on: timed in two blocks, bf16 would look 0.67x and lose; paired steps see 2x.  Tens
+    of milliseconds, so that a busy machine's scheduling delays (a few ms) cannot decide either."""
     weight = torch.nn.Parameter(torch.ones(1))
     calls = []
 
     def loss_fn(_model, _x):
         calls.append(1)
         bf16 = torch.is_autocast_enabled("cpu")
-        time.sleep((0.002 if bf16 else 0.004) * (3 if len(calls) >= 8 else 1))
+        time.sleep((0.020 if bf16 else 0.040) * (3 if len(calls) >= 8 else 1))
         return weight.sum() * 0
 
     choice = measure_precision(torch.nn.Linear(1, 1), loss_fn, torch.zeros(1), torch.device("cpu"), steps=5)
@@ -85,13 +86,14 @@ def test_the_precision_measurement_pairs_its_steps_so_a_drift_does_not_decide():
 
 
 def test_the_precision_measurement_stops_after_one_pair_where_bf16_is_far_slower():
-    """bf16 emulated, 5x slower than fp32: one warm-up each and one pair decide (0.2x < 0.575x), not five."""
+    """bf16 emulated, 5x slower than fp32 (50 ms against 10 ms): one warm-up each and one pair decide (0.2x <
+    0.575x), not five."""
     weight = torch.nn.Parameter(torch.ones(1))
     calls = []
 
     def loss_fn(_model, _x):
         calls.append(torch.is_autocast_enabled("cpu"))
-        time.sleep(0.010 if torch.is_autocast_enabled("cpu") else 0.002)
+        time.sleep(0.050 if torch.is_autocast_enabled("cpu") else 0.010)
         return weight.sum() * 0
 
     choice = measure_precision(torch.nn.Linear(1, 1), loss_fn, torch.zeros(1), torch.device("cpu"), steps=5)
