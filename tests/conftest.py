@@ -85,10 +85,10 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def small_judge(mnist_train, mnist_test):
-    """A quick stand-in for the fixed classifier (2 epochs on 12000 digits, ~96 %): tests need its
-    behaviour, not its last percent, and must not spend the 6 epochs of the real one.  The tests that take it
-    share an xdist group, so that one worker trains it once."""
-    from aelab.evaluator import train_classifier
+def judge(private_cache):
+    """The fixed MNIST classifier as it ships (``aelab/evaluators/mnist.safetensors``, hash-checked at load):
+    loading it costs nothing, where training even a quick stand-in took a minute of the suite.  Its training
+    recipe is tested on its own (tests/test_metrics.py: an evaluator trained once for a new dataset)."""
+    from aelab.evaluator import load_judge, shipped_path
 
-    return train_classifier(mnist_train.subset(12000), mnist_test.subset(2000), epochs=2, progress=False)
+    return load_judge(shipped_path("mnist"))

@@ -120,15 +120,16 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(np.ones(6), s1, np.ones(6), s1) == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.xdist_group("small-judge")  # one worker trains the classifier once
-def test_sample_scores_separate_digits_from_noise(small_judge, mnist_train, mnist_test):
-    ref = Reference.build(small_judge, to_float(mnist_train.images[:5000]))
+def test_sample_scores_separate_digits_from_noise(judge, mnist_train, mnist_test):
+    ref = Reference.build(judge, to_float(mnist_train.images[:5000]))
     real = sample_scores(ref, to_float(mnist_test.images[:2000]), n_nearest=200)
     noise = sample_scores(ref, torch.rand(2000, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
                           n_nearest=200)
     assert real["fid"] < 0.1 * noise["fid"]
-    assert real["confident"] > 0.6 and real["confident"] > noise["confident"] + 0.4
-    assert real["class_entropy"] > 3.2  # all ten digits, nearly uniformly (log2 10 = 3.32)
+    assert real["confident"] > 0.9  # real digits are recognised ...
+    # ... but so, with confidence, is uniform noise: the shipped classifier puts every noise image in one class.
+    # "confident" alone cannot tell noise from digits; the spread of the labels does
+    assert real["class_entropy"] > 3.2 > 0.5 > noise["class_entropy"]  # all ten digits (log2 10 = 3.32) vs one
     copies = sample_scores(ref, to_float(mnist_train.images[:200]), n_nearest=200)
     assert copies["nn_distance"] < 1e-4 < 1 < real["nn_distance"]  # memorised images sit on the training set
 
@@ -193,8 +194,7 @@ def test_vae_learns_on_real_mnist(mnist_train, mnist_test):
         assert float(vae.loss(xt)) < 0.6 * before
 
 
-@pytest.mark.xdist_group("small-judge")  # one worker trains the classifier once
-def test_latent_study_end_to_end(tmp_path, small_judge, mnist_train, mnist_test):
+def test_latent_study_end_to_end(tmp_path, judge, mnist_train, mnist_test):
     from aelab.config import DataConfig, LatentConfig, ModelConfig, lecture_train
     from aelab.experiments import fit_pcas, latent_study, train_model
 
@@ -204,7 +204,7 @@ def test_latent_study_end_to_end(tmp_path, small_judge, mnist_train, mnist_test)
     vae, _ = train_model(ModelConfig("vae", 4), tc, data, train, test, tmp_path / "vae-d4", progress=False)
     cfg = LatentConfig(dims=(4,), vaes=("1@4",), n_samples=300, n_pairs=2, flow_steps=50)
     rows, figures = latent_study(cfg, {4: ae}, {(1.0, 4): vae}, fit_pcas([4], to_float(train.images)), train, test,
-                                 small_judge, tmp_path, progress=False)
+                                 judge, tmp_path, progress=False)
     assert [(r["model"], r["density"]) for r in rows] == [
         ("test images", "-"), ("AE", "diag"), ("AE", "full"), ("AE", "gmm"), ("AE", "flow"), ("VAE", "prior")]
     assert all(np.isfinite(r["fid"]) for r in rows)

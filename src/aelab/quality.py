@@ -4,6 +4,8 @@
   features of the samples and of the training images:  |m1 - m2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
   (Heusel et al., 2017, with the MNIST classifier in place of Inception; numbers are comparable only within aelab.)
 - ``confident``: the share of samples the classifier labels with probability > 0.9 (a recognisable digit).
+  Alone it can mislead: the shipped MNIST classifier labels uniform noise images with probability > 0.9 too
+  (all in one class, so ``class_entropy`` 0; tests/test_latent.py), as classifiers do far from their data.
 - ``class_entropy``: entropy (bits) of the histogram of predicted labels; log2(10) = 3.32 when all digits
   appear equally often, 0 when every sample is the same digit (mode collapse).
 - ``nn_distance``: mean L2 distance (pixels in [0, 1]) from a sample to its nearest training image; far
