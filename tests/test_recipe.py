@@ -19,7 +19,7 @@ from aelab.config import TrainConfig
 from aelab.errors import ConfigError
 from aelab.models import MODELS
 from aelab.models.autoencoder import parse_spec
-from aelab.recipe import effective_lr, lr_at, measure_precision
+from aelab.recipe import HOPELESS, effective_lr, lr_at, measure_precision
 from aelab.train import fit, training_loss
 
 
@@ -86,19 +86,20 @@ def test_the_precision_measurement_pairs_its_steps_so_a_drift_does_not_decide():
 
 
 def test_the_precision_measurement_stops_after_one_pair_where_bf16_is_far_slower():
-    """bf16 emulated, 5x slower than fp32 (50 ms against 10 ms): one warm-up each and one pair decide (0.2x <
-    0.575x), not five."""
+    """bf16 emulated, 5x slower than fp32 (100 ms against 20 ms): one warm-up each and one pair decide (0.2x <
+    0.575x), not five.  A busy machine delays a sleep by some milliseconds (a 10 ms one took 17 ms in a CI run
+    beside the other tests), so the ratio is checked against the threshold that decides, not to a few percent."""
     weight = torch.nn.Parameter(torch.ones(1))
     calls = []
 
     def loss_fn(_model, _x):
         calls.append(torch.is_autocast_enabled("cpu"))
-        time.sleep(0.050 if torch.is_autocast_enabled("cpu") else 0.010)
+        time.sleep(0.100 if torch.is_autocast_enabled("cpu") else 0.020)
         return weight.sum() * 0
 
     choice = measure_precision(torch.nn.Linear(1, 1), loss_fn, torch.zeros(1), torch.device("cpu"), steps=5)
     assert calls == [False, True, False, True]
-    assert choice["precision"] == "fp32" and choice["speedup"] == pytest.approx(0.2, rel=0.4)
+    assert choice["precision"] == "fp32" and 0.15 < choice["speedup"] < HOPELESS
     assert "one paired step" in choice["reason"]
 
 
