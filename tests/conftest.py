@@ -85,7 +85,7 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def judge(private_cache):
+def judge():
     """The fixed MNIST classifier as it ships (``aelab/evaluators/mnist.safetensors``, hash-checked at load):
     loading it costs nothing, where training even a quick stand-in took a minute of the suite.  Its training
     recipe is tested on its own (tests/test_metrics.py: an evaluator trained once for a new dataset)."""
