@@ -73,3 +73,14 @@ def test_the_rounding_yardstick_of_the_cuda_graph_benchmark():
     moved = cuda_graph.weight_difference(step(device="cpu"), step(lr=1e-3 * (1 + cuda_graph.ROUNDING), device="cpu"),
                                          x, 20, steps=20)
     assert 0.0 < moved < 1e-2
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob(
+    "*.py")))
+def test_every_benchmark_script_imports_and_has_a_main(script):
+    """`make bench` and docs/benchmarks.md name these scripts; an import that broke with a change elsewhere
+    (a renamed helper) would show only when someone reruns a measurement."""
+    import importlib
+
+    module = importlib.import_module(script)
+    assert callable(getattr(module, "main", None)) and module.__doc__
