@@ -4,7 +4,8 @@
 transposed convolutions (decoder.6 and decoder.8, its costliest layers), each timed forward + backward against
 the layer as the model runs it, in interleaved rounds: a padded Conv2d with the flipped kernel (the same map),
 PyTorch's native kernels instead of oneDNN, and for the last layer (one output channel, which oneDNN handles
-poorly) a matrix product followed by ``fold`` (col2im).
+poorly) a matrix product followed by ``fold`` (col2im); and the two stride-2 ones (decoder.2, decoder.4) with
+the native kernels and as zeros inserted between the input pixels followed by a padded convolution.
 
     python benchmarks/layers.py [--steps 10] [--batch 100] [--precision fp32|bf16] [--out docs/layers.json]
 
@@ -17,6 +18,7 @@ this run's per-layer profiles found faster in fp32 kept in fp32 (``fp32_forward`
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -114,16 +116,27 @@ def eager_vs_compiled(rounds: int = 5, steps: int = 20) -> dict:
 
 
 def alternatives(rounds: int = 9) -> dict:
-    """Seconds per forward + backward (input and weight gradients) of decoder.6 and decoder.8 of the lecture's model
-    computed four ways, channels_last, batch BATCH: median of interleaved rounds, the ratio to the layer as the model
-    runs it, and the largest difference of the outputs."""
+    """Seconds per forward + backward (input and weight gradients) of the decoder's transposed convolutions computed
+    several ways, channels_last, batch BATCH: median of interleaved rounds, the ratio to the layer as the model runs
+    it, and the largest difference of the outputs.  The stride-1 layers (decoder.6, decoder.8) as a padded
+    convolution, with PyTorch's native kernels, and for one output channel a matrix product + fold; the stride-2
+    ones (decoder.2, decoder.4: the slowest per multiply-add under bf16) with the native kernels and as the
+    lecture's transposed-matrix view spelt out: zeros inserted between the input pixels, then a padded convolution
+    with the flipped kernel (3 of 4 of its multiply-adds are with zeros)."""
     def padded_conv(x, w, b):  # conv_transpose2d, stride 1, no padding == full convolution with the flipped kernel
         k = w.shape[-1]
         return F.conv2d(x, w.transpose(0, 1).flip(2, 3), b, padding=k - 1)
 
-    def native(x, w, b):
+    def native(x, w, b, stride=1):
         with torch.backends.mkldnn.flags(enabled=False):
-            return F.conv_transpose2d(x, w, b)
+            return F.conv_transpose2d(x, w, b, stride=stride)
+
+    def zeros_inserted(x, w, b, stride):  # stride s: the input spread onto a grid s times finer, then stride 1
+        n, c, h, wd = x.shape
+        spread = x.new_zeros(n, c, (h - 1) * stride + 1, (wd - 1) * stride + 1).contiguous(
+            memory_format=torch.channels_last)
+        spread[:, :, ::stride, ::stride] = x
+        return padded_conv(spread, w, b)
 
     def matmul_fold(x, w, b):  # one output channel: each input pixel adds its k x k patch of w, weighted
         n, c, h, wd = x.shape
@@ -133,20 +146,29 @@ def alternatives(rounds: int = 9) -> dict:
 
     torch.manual_seed(0)
     out = {}
-    for name, (c_in, c_out, k, size) in {"decoder.6: ConvTranspose2d(32, 32, 5)": (32, 32, 5, 20),
-                                          "decoder.8: ConvTranspose2d(32, 1, 5)": (32, 1, 5, 24)}.items():
+    for name, (c_in, c_out, k, size, stride) in {
+            "decoder.2: ConvTranspose2d(32, 32, 3, stride 2)": (32, 32, 3, 4, 2),
+            "decoder.4: ConvTranspose2d(32, 32, 4, stride 2)": (32, 32, 4, 9, 2),
+            "decoder.6: ConvTranspose2d(32, 32, 5)": (32, 32, 5, 20, 1),
+            "decoder.8: ConvTranspose2d(32, 1, 5)": (32, 1, 5, 24, 1)}.items():
         # the layout the model trains in on a CPU: weights and activations channels_last
         dtype = torch.bfloat16 if PRECISION == "bf16" else torch.float32
         w = torch.randn(c_in, c_out, k, k, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
         b = torch.randn(c_out, dtype=dtype, requires_grad=True)
         x = torch.randn(BATCH, c_in, size, size, dtype=dtype).contiguous(
             memory_format=torch.channels_last).requires_grad_()
-        ways = {"conv_transpose2d (the model's)": F.conv_transpose2d, "padded conv2d, flipped kernel": padded_conv,
-                "native kernels, not oneDNN": native}
+        model = functools.partial(F.conv_transpose2d, stride=stride)
+        if stride == 1:
+            ways = {"conv_transpose2d (the model's)": model, "padded conv2d, flipped kernel": padded_conv,
+                    "native kernels, not oneDNN": native}
+        else:
+            ways = {"conv_transpose2d (the model's)": model,
+                    "zeros inserted, then padded conv2d": functools.partial(zeros_inserted, stride=stride),
+                    "native kernels, not oneDNN": functools.partial(native, stride=stride)}
         if c_out == 1:
             ways["matrix product + fold"] = matmul_fold
         with torch.no_grad():
-            reference = F.conv_transpose2d(x, w, b)
+            reference = model(x, w, b)
             differences = {way: float((fn(x, w, b) - reference).abs().max()) for way, fn in ways.items()}
         fns = {way: (lambda fn=fn, x=x, w=w, b=b: fn(x, w, b).square().sum().backward()) for way, fn in ways.items()}
         times = interleaved(fns, rounds, warmup=2)
