@@ -120,8 +120,8 @@ def alternatives(rounds: int = 9) -> dict:
     several ways, channels_last, batch BATCH: median of interleaved rounds, the ratio to the layer as the model runs
     it, and the largest difference of the outputs.  The stride-1 layers (decoder.6, decoder.8) as a padded
     convolution, with PyTorch's native kernels, and for one output channel a matrix product + fold; the stride-2
-    ones (decoder.2, decoder.4; decoder.2 the slowest per multiply-add under bf16) with the native kernels and the
-    lecture's transposed-matrix view spelt out: zeros inserted between the input pixels, then a padded convolution
+    ones (decoder.2, decoder.4; decoder.2 the slowest per multiply-add under bf16) with the native kernels and as
+    a fractionally strided convolution: zeros inserted between the input pixels, then a padded convolution
     with the flipped kernel (3 of 4 of its multiply-adds are with zeros)."""
     def padded_conv(x, w, b):  # conv_transpose2d, stride 1, no padding == full convolution with the flipped kernel
         k = w.shape[-1]
