@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from run import _write, interleaved, ratio
+from run import _write, interleaved, max_weight_difference, ratio
 
 from aelab.models import AutoEncoder
 from aelab.recipe import autocast, keep_freed_memory, native_bf16
@@ -28,8 +28,10 @@ from aelab.train import training_loss
 CPU = torch.device("cpu")
 
 
-def weight_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
-    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters(), strict=True))
+def seeded_batch(batch: int) -> torch.Tensor:
+    """The benchmark's one batch of random images: (batch, 1, 28, 28), channels_last, the same on every call."""
+    return torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(1)).contiguous(
+        memory_format=torch.channels_last)
 
 
 def trainer(batch: int, precision: str, fused: bool, steps: int):
@@ -38,8 +40,7 @@ def trainer(batch: int, precision: str, fused: bool, steps: int):
     torch.manual_seed(0)
     model = AutoEncoder(8).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused else None)
-    x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(1)).contiguous(
-        memory_format=torch.channels_last)
+    x = seeded_batch(batch)
 
     def run() -> float:
         for _ in range(steps):
@@ -54,10 +55,8 @@ def trainer(batch: int, precision: str, fused: bool, steps: int):
 
 def trainer_loss(model: torch.nn.Module, batch: int, precision: str) -> float:
     """The training loss of ``model`` on the benchmark's batch (no step)."""
-    x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(1)).contiguous(
-        memory_format=torch.channels_last)
     with torch.no_grad(), autocast(CPU, precision):
-        return training_loss(model, x).item()
+        return training_loss(model, seeded_batch(batch)).item()
 
 
 def main() -> None:
@@ -77,7 +76,7 @@ def main() -> None:
             one_a(), one_b()
             (foreach, m_foreach), (fused, m_fused) = (trainer(batch, precision, f, args.steps) for f in (False, True))
             times = interleaved({"foreach": foreach, "fused": fused}, args.rounds)
-            difference = weight_difference(m_foreach, m_fused)
+            difference = max_weight_difference(m_foreach, m_fused)
             steps_done = args.steps * (args.rounds + 1)  # the warm-up round too
             # the loss of one more step from where each has got to (the models themselves, not a comparison)
             last_loss = {"foreach": trainer_loss(m_foreach, batch, precision),
@@ -87,7 +86,7 @@ def main() -> None:
                             "fused_speedup": ratio(times["foreach"], times["fused"]),
                             "fused_speedup_quartiles": statistics.quantiles(
                                 [a / b for a, b in zip(times["foreach"], times["fused"], strict=True)], n=4),
-                            "max_weight_difference_after_one_step": weight_difference(first_a, first_b),
+                            "max_weight_difference_after_one_step": max_weight_difference(first_a, first_b),
                             "max_weight_difference": difference, "steps_compared": steps_done,
                             "loss_after": last_loss,
                             "seconds": times})

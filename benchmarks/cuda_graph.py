@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from run import interleaved, ratio, synced
+from run import interleaved, max_weight_difference, ratio, synced
 
 from aelab.cudagraph import GraphedStep, adam
 from aelab.models import AutoEncoder
@@ -69,8 +69,7 @@ def weight_difference(a, b, x: torch.Tensor, batch: int, steps: int = 50) -> flo
         b(xb)
     if x.is_cuda:
         torch.cuda.synchronize()
-    return max(float((p - q).detach().abs().max())
-               for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
+    return max_weight_difference(a.model, b.model)
 
 
 def epoch(step, x: torch.Tensor, batch: int):

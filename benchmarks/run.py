@@ -136,6 +136,11 @@ def _batch(contender: tuple[str, dict, dict]) -> int:
     return 100 if kind == "lecture loop" else settings.get("batch_size", TrainConfig().batch_size)
 
 
+def max_weight_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """Largest absolute difference between the parameters of two models of one architecture."""
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
 def ratio(base: list[float], other: list[float]) -> float:
     """Median over rounds of base / other: how many times faster ``other`` ran than ``base``."""
     return statistics.median(b / o for b, o in zip(base, other, strict=True))
