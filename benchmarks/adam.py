@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from run import _write, interleaved, max_weight_difference, ratio
+from run import _write, interleaved, max_weight_difference, ratio, ratio_quartiles
 
 from aelab.models import AutoEncoder
 from aelab.recipe import autocast, keep_freed_memory, native_bf16
@@ -84,8 +84,7 @@ def main() -> None:
             results.append({"precision": precision, "batch": batch,
                             "ms_per_step": {k: 1e3 * statistics.median(v) / args.steps for k, v in times.items()},
                             "fused_speedup": ratio(times["foreach"], times["fused"]),
-                            "fused_speedup_quartiles": statistics.quantiles(
-                                [a / b for a, b in zip(times["foreach"], times["fused"], strict=True)], n=4),
+                            "fused_speedup_quartiles": ratio_quartiles(times["foreach"], times["fused"]),
                             "max_weight_difference_after_one_step": max_weight_difference(first_a, first_b),
                             "max_weight_difference": difference, "steps_compared": steps_done,
                             "loss_after": last_loss,

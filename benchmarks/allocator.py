@@ -18,7 +18,7 @@ import math
 import statistics
 from pathlib import Path
 
-from run import DEVICE, SYSTEM_ALLOCATOR, _batch, interleaved_processes, ratio
+from run import DEVICE, SYSTEM_ALLOCATOR, _batch, interleaved_processes, ratio, ratio_quartiles
 
 from aelab.runs import environment
 
@@ -44,8 +44,7 @@ def main() -> None:
         kept, unchanged = f"{name}, freed memory kept", f"{name}, allocator unchanged"
         steps = math.ceil(args.n / _batch(contenders[kept]))
         rows[name] = {"speedup_freed_memory_kept": ratio(times[unchanged], times[kept]),
-                      "speedup_quartiles": statistics.quantiles(
-                          [u / k for u, k in zip(times[unchanged], times[kept], strict=True)], n=4),
+                      "speedup_quartiles": ratio_quartiles(times[unchanged], times[kept]),
                       "seconds_kept": statistics.median(times[kept]),
                       "seconds_unchanged": statistics.median(times[unchanged]),
                       "page_faults_per_step_kept": statistics.median(faults[kept]) / steps,

@@ -146,6 +146,12 @@ def ratio(base: list[float], other: list[float]) -> float:
     return statistics.median(b / o for b, o in zip(base, other, strict=True))
 
 
+def ratio_quartiles(base: list[float], other: list[float]) -> list[float] | None:
+    """The quartiles over rounds of base / other (the spread of ``ratio``); None from fewer than 2 rounds."""
+    ratios = [b / o for b, o in zip(base, other, strict=True)]
+    return statistics.quantiles(ratios, n=4) if len(ratios) > 1 else None
+
+
 def train_steps(memory_format, steps: int = 10, batch: int = 100):
     torch.manual_seed(0)
     model = AutoEncoder(8).to(memory_format=memory_format)
