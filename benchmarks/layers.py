@@ -5,14 +5,22 @@ transposed convolutions (decoder.6 and decoder.8, its costliest layers), each ti
 the layer as the model runs it, in interleaved rounds: a padded Conv2d with the flipped kernel (the same map),
 PyTorch's native kernels instead of oneDNN, and for the last layer (one output channel, which oneDNN handles
 poorly) a matrix product followed by ``fold`` (col2im); and the two stride-2 ones (decoder.2, decoder.4) with
-the native kernels and as zeros inserted between the input pixels followed by a padded convolution.
+the native kernels, as zeros inserted between the input pixels followed by a padded convolution, and as a
+sub-pixel convolution (one stride-1 convolution computes every output phase, pixel_shuffle interleaves them).
 
-    python benchmarks/layers.py [--steps 10] [--batch 100] [--precision fp32|bf16] [--out docs/layers.json]
+    python benchmarks/layers.py [--steps 10] [--batch 100] [--precision fp32|bf16] [--threads N] [--sections ...]
+        [--out FILE]
 
 Batch 100 unless told, d = 8, channels_last on a CPU (aelab's layout there), Adam, the lecture's loss; with
 ``--precision bf16`` every step runs under bf16 autocast as ``fit`` does where its measurement chose it, and
 the alternatives take bf16 tensors, and a last section (``mixed``) times whole steps with the layers that
 this run's per-layer profiles found faster in fp32 kept in fp32 (``fp32_forward``) against the plain bf16 step.
+
+``--sections floor`` (or any list of profile, compile, alternatives, mixed, floor) runs only those.  ``floor``
+asks how fast a step could be: in interleaved rounds, without the profiler, the whole step against the forward
+and backward of its convolutions alone (each on an input of its training shape, nothing between them: no ReLU,
+loss, optimizer or autocast casts of weights) and of its two 32 -> 32 5x5 layers alone (encoder.2, decoder.6:
+84 % of the multiply-adds), the last the floor of a step that only oneDNN's convolutions could lower.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from aelab.models import AutoEncoder
 from aelab.models.summary import layer_table
-from aelab.recipe import autocast
+from aelab.recipe import autocast, keep_freed_memory
 from aelab.runs import environment
 from aelab.train import lecture_loss
 
@@ -122,7 +130,8 @@ def alternatives(rounds: int = 9) -> dict:
     convolution, with PyTorch's native kernels, and for one output channel a matrix product + fold; the stride-2
     ones (decoder.2, decoder.4; decoder.2 the slowest per multiply-add under bf16) with the native kernels and as
     a fractionally strided convolution: zeros inserted between the input pixels, then a padded convolution
-    with the flipped kernel (3 of 4 of its multiply-adds are with zeros)."""
+    with the flipped kernel (3 of 4 of its multiply-adds are with zeros), and as a sub-pixel convolution: the
+    stride x stride output phases as the channels of one stride-1 convolution, interleaved by pixel_shuffle."""
     def padded_conv(x, w, b):  # conv_transpose2d, stride 1, no padding == full convolution with the flipped kernel
         k = w.shape[-1]
         return F.conv2d(x, w.transpose(0, 1).flip(2, 3), b, padding=k - 1)
@@ -137,6 +146,17 @@ def alternatives(rounds: int = 9) -> dict:
             memory_format=torch.channels_last)
         spread[:, :, ::stride, ::stride] = x
         return padded_conv(spread, w, b)
+
+    def sub_pixel(x, w, b, stride, size):
+        # the output's stride x stride phases at once: output pixel s*a + r takes kernel taps r + s*m from input
+        # pixel a - m, so one stride-1 convolution with s*s*c_out channels of (k/s) x (k/s) taps (the kernel padded
+        # with zeros to a multiple of s), then pixel_shuffle interleaves the phases (Shi et al. 2016)
+        c_in, c_out, k = w.shape[0], w.shape[1], w.shape[-1]
+        t = -(-k // stride)
+        wp = F.pad(w, (0, t * stride - k, 0, t * stride - k)).view(c_in, c_out, t, stride, t, stride)
+        wq = wp.permute(1, 3, 5, 0, 2, 4).reshape(c_out * stride * stride, c_in, t, t).flip(2, 3)
+        y = F.pixel_shuffle(F.conv2d(x, wq, padding=t - 1), stride)[:, :, :size, :size]
+        return y + b.view(1, -1, 1, 1)
 
     def matmul_fold(x, w, b):  # one output channel: each input pixel adds its k x k patch of w, weighted
         n, c, h, wd = x.shape
@@ -164,7 +184,9 @@ def alternatives(rounds: int = 9) -> dict:
         else:
             ways = {"conv_transpose2d (the model's)": model,
                     "zeros inserted, then padded conv2d": functools.partial(zeros_inserted, stride=stride),
-                    "native kernels, not oneDNN": functools.partial(native, stride=stride)}
+                    "native kernels, not oneDNN": functools.partial(native, stride=stride),
+                    "sub-pixel: one conv2d, then pixel_shuffle": functools.partial(
+                        sub_pixel, stride=stride, size=(size - 1) * stride + k)}
         if c_out == 1:
             ways["matrix product + fold"] = matmul_fold
         with torch.no_grad():
@@ -219,6 +241,62 @@ def mixed_step(steps: int, bf16_layers: list[dict], rounds: int = 11, inner: int
                       for name, t in times.items()}}
 
 
+def floor(rounds: int = 11, inner: int = 20) -> dict:
+    """Seconds per step: the whole training step (``step_fn``) against the forward + backward of the model's
+    convolutions alone, and of its two 5x5 32 -> 32 layers alone, interleaved rounds of ``inner`` steps each."""
+    keep_freed_memory()  # as fit does: the three contenders' tensors come from kept pages, not fresh ones
+    torch.manual_seed(0)
+    fmt = torch.channels_last
+    model = AutoEncoder(8).to(memory_format=fmt)
+    x = torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=fmt)
+    step = step_fn(model, x)
+    # every convolution's input as the step gives it: record each layer's input once (shape, dtype, layout)
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)}
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: inputs.setdefault(name, a[0].detach().clone()))
+             for name, m in convs.items()]
+    with torch.no_grad(), autocast(CPU, PRECISION):
+        model(x)
+    for h in hooks:
+        h.remove()
+    big = [name for name, m in convs.items() if m.kernel_size == (5, 5) and m.in_channels == m.out_channels == 32]
+
+    def layers_only(names):
+        # the image itself needs no gradient (as in the step); every later layer's input does
+        feeds = {name: inputs[name].requires_grad_(name != "encoder.0") for name in names}
+
+        def run():
+            for _ in range(inner):
+                for t in [*model.parameters(), *feeds.values()]:  # as in the step: gradients written, not added
+                    t.grad = None
+                for name in names:
+                    with autocast(CPU, PRECISION):
+                        y = convs[name](feeds[name])
+                    y.backward(torch.ones_like(y))
+        return run
+
+    def whole():
+        for _ in range(inner):
+            step()
+    fns = {"whole step": whole, "every convolution alone": layers_only(list(convs)),
+           "the two 5x5 32 -> 32 layers alone": layers_only(big)}
+    times = interleaved(fns, rounds, warmup=2)
+    base = times["whole step"]
+    macs = {row.name: row.macs for row in layer_table(model, (1, 28, 28))}
+    # forward + backward: 3 x 2 flops per multiply-add and image (the two 5x5 layers alone count only theirs)
+    flops = dict(zip(fns, (6 * BATCH * sum(macs[n] for n in names) for names in (convs, convs, big)), strict=True))
+    out = {}
+    for name, t in times.items():
+        seconds = statistics.median(t) / inner
+        out[name] = {"seconds_per_step": seconds, "share_of_step": ratio(t, base),
+                     "gflops": flops[name] / seconds / 1e9, "seconds_per_step_rounds": [v / inner for v in t]}
+    return {"layers": list(convs), "two_big_layers": big, "threads": torch.get_num_threads(), "steps": out,
+            "big_layers_share_of_macs": flops["the two 5x5 32 -> 32 layers alone"] / flops["whole step"]}
+
+
+SECTIONS = ("profile", "compile", "alternatives", "mixed", "floor")
+
+
 def main() -> None:
     global BATCH, PRECISION
     ap = argparse.ArgumentParser()
@@ -226,12 +304,28 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default=PRECISION)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch's threads (default: as torch starts)")
+    ap.add_argument("--sections", default=",".join(SECTIONS[:4]),
+                    help=f"comma-separated, of {', '.join(SECTIONS)} (mixed only under bf16; it needs profile)")
     args = ap.parse_args()
     BATCH, PRECISION = args.batch, args.precision
-    result = {"environment": environment(), "batch": BATCH, "precision": PRECISION, "layers": per_layer(args.steps),
-              "compile": eager_vs_compiled(), "alternatives": alternatives()}
-    if PRECISION == "bf16":
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    result = {"environment": environment(), "batch": BATCH, "precision": PRECISION}
+    if "profile" in sections or "mixed" in sections:
+        result["layers"] = per_layer(args.steps)
+    if "compile" in sections:
+        result["compile"] = eager_vs_compiled()
+    if "alternatives" in sections:
+        result["alternatives"] = alternatives()
+    if "mixed" in sections and PRECISION == "bf16":
         result["mixed"] = mixed_step(args.steps, result["layers"])
+    if "floor" in sections:
+        result["floor"] = floor()
     _write(result, args.out)
 
 
