@@ -40,6 +40,7 @@ BAD_VALUES = [
     (DataConfig, "name", "cifar", "data.name"),
     (DataConfig, "n_train", 0, "data.n_train"),
     (DataConfig, "n_test", -3, "data.n_test"),
+    (ModelConfig, "init", "xavier", "model.init"),
     (ModelConfig, "kind", "gan", "model.kind"),
     (ModelConfig, "d", 0, "model.d"),
     (ModelConfig, "beta", -1.0, "model.beta"),
@@ -70,6 +71,11 @@ BAD_VALUES = [
     (OpsConfig, "strides", (), "ops.strides"),
     (OpsConfig, "kernel", 0, "ops.kernel"),
 ]
+
+
+def test_kaiming_init_is_refused_where_icnr_is_the_init():
+    with pytest.raises(ConfigError, match="model.init.*ICNR"):
+        ModelConfig(init="kaiming", decoder="pixel-shuffle-icnr")
 
 
 @pytest.mark.parametrize("cls,name,value,named", BAD_VALUES)

@@ -34,7 +34,7 @@ def _model(seed=0, d=8):
     return AutoEncoder(d)
 
 
-def test_short_run_on_real_mnist_beats_the_mean_image(small):
+def test_short_run_on_real_mnist_beats_the_mean_image(small, capsys):
     train_x, test_x = small[0][:3500], small[1]
     # closed-form baseline: the best constant image (the training mean) has loss 0.5 * sum of variances
     mean_image_loss = float(0.5 * (test_x - train_x.mean(0)).pow(2).sum() / len(test_x))
@@ -44,6 +44,54 @@ def test_short_run_on_real_mnist_beats_the_mean_image(small):
     assert h.last["test_loss"] < 0.85 * mean_image_loss
     assert h.last["test_mse"] < 0.045
     assert [e["epoch"] for e in h.epochs] == [1, 2]
+    assert h.mean_image_mse == pytest.approx(2 * mean_image_loss / test_x[0].numel(), rel=1e-5)
+    assert "same picture" not in capsys.readouterr().err  # a model that learned is not called collapsed
+
+
+def test_a_collapsed_model_is_named_with_its_fix(small, capsys):
+    # the collapse of a too-high learning rate, made certain: decoder.6's ReLU dead for every input, so the
+    # decoder gives its last bias, one constant picture, whatever the image (a learning rate of 1e-3 for 3 steps
+    # cannot move a bias of -1000 back)
+    train_x, test_x = small[0][:300], small[1][:200]
+    model = _model()
+    with torch.no_grad():
+        model.decoder[6].bias.fill_(-1000.0)
+    h = fit(model, train_x, test_x, lecture_train(epochs=1), progress=False)
+    with torch.no_grad():
+        x_hat = model.decode(model.encode(test_x[:4]))
+    assert torch.equal(x_hat[0], x_hat[3])  # the same picture for every input
+    err = capsys.readouterr().err
+    assert "epoch 1: test MSE" in err and "mean training image" in err and "--set model.init=kaiming" in err
+    assert h.last["test_mse"] >= 0.9 * h.mean_image_mse
+
+
+def test_he_init_trains_where_pytorchs_stuck_at_the_mean_image(small):
+    # seed 10, 5000 digits, 2 epochs of the default recipe: from PyTorch's initial weights it stayed at the mean
+    # image (test MSE 0.068 in docs/short-runs/steps200.json, and in 5 epochs too), from He et al.'s it learned
+    from aelab.config import ModelConfig, TrainConfig
+    from aelab.experiments import build_model
+
+    train_x, test_x = small
+    model = build_model(ModelConfig(d=8, init="kaiming"), (1, 28, 28), seed=10)
+    h = fit(model, train_x, test_x, TrainConfig(epochs=2, seed=10, precision="fp32"), progress=False)
+    assert h.last["test_mse"] < 0.75 * h.mean_image_mse
+
+
+def test_a_checkpoint_from_before_model_init_resumes_as_pytorchs_init():
+    # checkpoints written before model.init existed trained from PyTorch's initial weights: their record resumes
+    # under the default, and is refused for kaiming (another experiment)
+    from dataclasses import asdict, replace
+
+    from aelab.config import ModelConfig, TrainConfig
+    from aelab.errors import ConfigError
+    from aelab.train import check_resume
+
+    cfg, model = TrainConfig(), asdict(ModelConfig())
+    old = {"train_config": asdict(cfg), "epoch": 1,
+           "config": {"model": {k: v for k, v in model.items() if k != "init"}}}
+    assert check_resume(old, cfg, {"config": {"model": model}}) == []
+    with pytest.raises(ConfigError, match="another model"):
+        check_resume(old, cfg, {"config": {"model": asdict(replace(ModelConfig(), init="kaiming"))}})
 
 
 def test_same_seed_same_weights(small):

@@ -97,12 +97,19 @@ class ModelConfig:
     beta: float = _f(1.0, "VAE only: weight of the KL term (1: VAE, other: beta-VAE).")
     decoder: str = _f("transposed", "Decoder family: transposed (the lecture's), resize-nearest, resize-bilinear, "
                                     "pixel-shuffle, pixel-shuffle-icnr.")
+    init: str = _f("pytorch", "Initial weights: pytorch (PyTorch's default, the lecture's) or kaiming (He et al.'s "
+                              "for ReLU networks, biases 0: short runs did not stick at the mean image with it).")
 
     def __post_init__(self) -> None:
+        from aelab.models.autoencoder import INITS
         from aelab.models.decoders import DECODERS
 
         _one_of("model", "kind", self.kind, MODEL_KINDS)
         _one_of("model", "decoder", self.decoder, tuple(DECODERS))
+        _one_of("model", "init", self.init, INITS)
+        if self.init == "kaiming" and self.decoder == "pixel-shuffle-icnr":
+            _fail("model", "init", self.init, "ICNR is its own initialisation (decoder pixel-shuffle-icnr); use "
+                                              "init = pytorch with it, or decoder = pixel-shuffle")
         _int_at_least("model", "d", self.d, 1)
         _positive_float("model", "beta", self.beta)
         if self.kind == "ae" and self.beta != 1.0:

@@ -25,7 +25,7 @@ from aelab.evaluator import Judge
 from aelab.figures import save_rows
 from aelab.io import atomic_write_json, atomic_write_text
 from aelab.metrics import Codec, reconstruct, scores
-from aelab.models import MODELS
+from aelab.models import MODELS, kaiming_init_
 from aelab.pca import PCA
 from aelab.runs import record
 from aelab.train import fit, latest_checkpoint, load_model_weights
@@ -56,11 +56,13 @@ def data_hashes(cfg: DataConfig, train: Dataset, test: Dataset) -> dict[str, str
 
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], seed: int) -> torch.nn.Module:
-    """The model of ``cfg`` for images (C, H, W), its initial weights drawn from ``seed`` (global RNG untouched)."""
+    """The model of ``cfg`` for images (C, H, W), its initial weights drawn from ``seed`` (global RNG untouched) as
+    ``cfg.init`` says (``aelab.models.kaiming_init_``, or PyTorch's default)."""
     options = {"beta": cfg.beta, "decoder": cfg.decoder} if cfg.kind == "vae" else {"decoder": cfg.decoder}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS[cfg.kind](cfg.d, cfg.layers, in_channels=image_shape[0], image_size=image_shape[1:], **options)
+        model = MODELS[cfg.kind](cfg.d, cfg.layers, in_channels=image_shape[0], image_size=image_shape[1:], **options)
+        return kaiming_init_(model) if cfg.init == "kaiming" else model
 
 
 def model_label(cfg: ModelConfig) -> str:
@@ -96,7 +98,8 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     if distributed.is_main() and (run_dir / "run.json").exists():
         from aelab.runs import amend
 
-        amend(run_dir, precision=history.precision, allocator=history.allocator, step=history.step)
+        amend(run_dir, precision=history.precision, allocator=history.allocator, step=history.step,
+              mean_image_mse=history.mean_image_mse)
     return model.cpu().eval(), history.epochs
 
 

@@ -8,7 +8,9 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   from the step number alone, so a resumed run continues exactly (no scheduler state to store).  The peak,
   8e-3 at batch 100, and batch 50 were chosen over 1.2e-2 at batch 100, which collapsed to the mean image for
   one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
-  Short runs (100 steps, a restorer on 5000 digits) collapsed at such peaks too: they want ``--preset lecture``.
+  Short runs (a few hundred steps) can stay at the mean image from PyTorch's initial weights at any of the rates
+  tried, the lecture's constant 1e-3 included; He et al.'s (``model.init = "kaiming"``) did not (docs/benchmarks.md,
+  "Short runs"), and ``fit`` warns when a model's test MSE is near the mean image's.
 - ``batch_size = 50``: on a CPU about 6 % fewer samples per second than batch 100, for twice the updates per epoch;
   on a GPU a step of this small model costs its kernel launches, which replaying it from a CUDA graph
   (``aelab.cudagraph``) mostly removes; a larger batch is faster still there but needs more epochs.

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aelab import AelabError, cudagraph, threads
-from aelab.config import TrainConfig
+from aelab.config import ModelConfig, TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
 from aelab.metrics import reconstruction_scores
@@ -51,6 +51,7 @@ class History:
     precision: dict[str, Any] = field(default_factory=dict)  # what ran, and why (``choose_precision``)
     allocator: dict[str, Any] = field(default_factory=dict)  # the C library's allocator (``keep_freed_memory``)
     step: dict[str, Any] = field(default_factory=dict)  # eager or replayed from a CUDA graph (``aelab.cudagraph``)
+    mean_image_mse: float | None = None  # test MSE of the mean training image given for every input (``COLLAPSED``)
 
     @property
     def last(self) -> dict[str, float]:
@@ -233,6 +234,10 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     fixed = ("model", "data", "effective_spec", "corruption")
     before = {k: (rec.get("config") or {}).get(k) for k in fixed}
     now = {k: (record.get("config") or {}).get(k) for k in fixed}
+    if isinstance(before["model"], dict) and isinstance(now["model"], dict):
+        # a setting added since the checkpoint was written (model.init) had, then, the value its default has now
+        defaults = asdict(ModelConfig())
+        before["model"] = {**{k: v for k, v in defaults.items() if k not in before["model"]}, **before["model"]}
     differs = [k for k in before if before[k] is not None and now[k] is not None and before[k] != now[k]]
     if rec.get("data") and record.get("data") and rec["data"] != record["data"]:
         differs.append("data content (sha256)")
@@ -341,6 +346,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     test_in = corrupt(test_x, TEST_CORRUPTION_SEED) if corrupt is not None else None
 
     steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+    # the closed-form baseline of any reconstruction: the best constant image, the training mean, for every input
+    history.mean_image_mse = float((train_x.mean(0, keepdim=True) - test_x).pow(2).mean())
 
     def lr_of(epoch: int, step: int) -> float:
         return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
@@ -364,6 +371,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
         history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
+        if rank == 0 and test["mse"] >= COLLAPSED * history.mean_image_mse:
+            warn(collapse_message(epoch + 1, test["mse"], history.mean_image_mse, cfg))
         if progress:
             e = history.last
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
@@ -373,6 +382,20 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         distributed.barrier()  # the others wait until rank 0's checkpoint is complete
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+COLLAPSED = 0.9  # a test MSE at least this share of the mean image's: about the same picture for every input
+
+
+def collapse_message(epoch: int, mse: float, mean_image_mse: float, cfg: TrainConfig) -> str:
+    """What to tell the user when a model reconstructs every image as about the same picture: the mean image, which
+    a network whose output hardly depends on its input gives (the lecture's model from PyTorch's initial weights,
+    in short runs: docs/benchmarks.md, "Short runs"), or a model that has barely started to learn."""
+    return (f"epoch {epoch}: test MSE {mse:.4f} is {mse / mean_image_mse:.0%} of the mean training image's "
+            f"({mean_image_mse:.4f}): the model gives about the same picture for every input (collapsed, or barely "
+            f"trained); if it stays there, train again for more epochs, from He et al.'s initial weights if it "
+            f"started from PyTorch's (--set model.init=kaiming), or with a lower learning rate than train.lr = "
+            f"{cfg.lr:g}")
 
 
 def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int) -> dict:

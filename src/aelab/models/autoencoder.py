@@ -85,6 +85,27 @@ def mirror_output_padding(spec: Sequence[ConvSpec], in_size: tuple[int, int]) ->
     return pads
 
 
+INITS = ("pytorch", "kaiming")
+
+
+def kaiming_init_(model: nn.Module) -> nn.Module:
+    """He et al.'s initialisation for ReLU networks: every convolution's weights from N(0, 2 / fan), its bias 0.
+
+    A Conv2d's fan is its input channels x kernel area; a ConvTranspose2d's the same product, its weight being
+    (in, out, kh, kw) (PyTorch's fan_out of that weight).  PyTorch's default (the lecture's) draws weights with a
+    third of that variance, so the ten layers of the lecture's model shrink how much the output depends on the
+    input to well under 1e-4 of a pixel at initialisation (tests/test_models.py), and short runs started from
+    there stuck at the mean image for several seeds (docs/benchmarks.md, "Short runs").  Returns ``model``."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                mode = "fan_out" if isinstance(m, nn.ConvTranspose2d) else "fan_in"
+                nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model
+
+
 class AutoEncoder(nn.Module):
     """Convolutional autoencoder: encoder f (Conv2d stack) and decoder g, its mirror: ConvTranspose2d layers
     (the lecture's) or another family of ``aelab.models.decoders.DECODERS`` (``decoder="resize-bilinear"``, ...).
