@@ -17,7 +17,7 @@ or NAME=settings over the defaults, e.g. ``peak4e-3=lr:4e-3`` or ``kaiming=model
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import statistics
 import time
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import torch
 from run import _write
 from ttq import score
 
-from aelab.config import LECTURE_RECIPE, ModelConfig, TrainConfig
+from aelab.config import LECTURE_RECIPE, ConfigError, ModelConfig, TrainConfig, build_section, parse_set
 from aelab.data import load, to_float
 from aelab.evaluator import judge_for
 from aelab.experiments import build_model
@@ -38,7 +38,7 @@ COLLAPSED = 0.9  # of the mean image's test MSE
 
 def recipe(text: str) -> tuple[str, dict]:
     """'default', 'lecture' or 'NAME=key:value,...' -> (name, {"train": TrainConfig changes, "model": ModelConfig
-    changes}); a key is a train setting, or model.KEY."""
+    changes}); a key is a train setting, or model.KEY; values are read as ``--set`` reads them."""
     if text == "default":
         return text, {"train": {}, "model": {}}
     if text == "lecture":
@@ -47,14 +47,14 @@ def recipe(text: str) -> tuple[str, dict]:
     changes: dict[str, dict] = {"train": {}, "model": {}}
     for item in filter(None, settings.split(",")):
         key, _, value = item.partition(":")
-        section, _, field = key.rpartition(".")
-        section = section or "train"
-        cls = {"train": TrainConfig, "model": ModelConfig}.get(section)
-        if cls is None or field not in [f.name for f in dataclasses.fields(cls)]:
+        section, field, parsed = parse_set(f"{key if '.' in key else 'train.' + key}={value}")
+        if section not in changes:
             raise SystemExit(f"recipe {text!r}: {key!r} is neither a train setting nor model.SETTING")
-        default = getattr(cls(), field)
-        changes[section][field] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
-                                   else type(default)(value))
+        changes[section][field] = parsed
+    try:  # a misspelt key fails here, before any training
+        build_section(TrainConfig, changes["train"], "train"), build_section(ModelConfig, changes["model"], "model")
+    except ConfigError as e:
+        raise SystemExit(f"recipe {text!r}: {e}") from None
     return name, changes
 
 
@@ -77,8 +77,8 @@ def main() -> None:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for name, changes in recipes.items():
-            cfg = TrainConfig(**{**changes["train"], "epochs": args.epochs, "seed": seed})
-            model = build_model(ModelConfig(**{"d": 8, **changes["model"]}), (1, 28, 28), seed)
+            cfg = build_section(TrainConfig, {**changes["train"], "epochs": args.epochs, "seed": seed}, "train")
+            model = build_model(build_section(ModelConfig, {"d": 8, **changes["model"]}, "model"), (1, 28, 28), seed)
             t0 = time.perf_counter()
             history = fit(model, x_train, x_test, cfg, progress=False, precision=precision)
             seconds = time.perf_counter() - t0
@@ -91,16 +91,11 @@ def main() -> None:
                   f"{' COLLAPSED' if rows[-1]['collapsed'] else ''} ({seconds:.0f} s)", flush=True)
     summary = {name: {"collapsed": sum(r["collapsed"] for r in rows if r["recipe"] == name),
                       "runs": sum(r["recipe"] == name for r in rows),
-                      "median_test_mse_not_collapsed": _median([r["test_mse"] for r in rows
-                                                                if r["recipe"] == name and not r["collapsed"]])}
+                      "median_test_mse_not_collapsed": statistics.median(
+                          [r["test_mse"] for r in rows if r["recipe"] == name and not r["collapsed"]] or [None])}
                for name in recipes}
     _write({"environment": environment(), "n_train": args.n_train, "epochs": args.epochs,
             "precision": precision, "mean_image_test_mse": mean_mse, "summary": summary, "rows": rows}, args.out)
-
-
-def _median(values: list[float]) -> float | None:
-    import statistics
-    return statistics.median(values) if values else None
 
 
 if __name__ == "__main__":
