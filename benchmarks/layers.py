@@ -7,6 +7,8 @@ PyTorch's native kernels instead of oneDNN, and for the last layer (one output c
 poorly) a matrix product followed by ``fold`` (col2im); and the two stride-2 ones (decoder.2, decoder.4) with
 the native kernels, as zeros inserted between the input pixels followed by a padded convolution, and as a
 sub-pixel convolution (one stride-1 convolution computes every output phase, pixel_shuffle interleaves them).
+The stride-1 ones also as an FFT convolution (an eighth of decoder.6's multiply-adds, paid for in transforms
+and layout changes).
 
     python benchmarks/layers.py [--steps 10] [--batch 100] [--precision fp32|bf16] [--threads N] [--sections ...]
         [--out FILE]
@@ -123,6 +125,48 @@ def eager_vs_compiled(rounds: int = 5, steps: int = 20) -> dict:
     return {"seconds_per_step": medians, "compiled_speedup": medians["eager"] / medians["compiled"]}
 
 
+class FFTConvTranspose(torch.autograd.Function):
+    """conv_transpose2d, stride 1, by FFT with a backward written by hand: both gradients reuse the forward's
+    spectra of x and w (autograd through ``torch.fft`` transforms them again), and every batched matrix product
+    takes contiguous (frequency, rows, columns) operands.  x: (N, C_in, h, w), w: (C_in, C_out, k, k) ->
+    (N, C_out, h + k - 1, w + k - 1), computed in fp32."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        k = w.shape[-1]
+        size = (x.shape[-2] + k - 1, x.shape[-1] + k - 1)
+        xs = _per_frequency(torch.fft.rfft2(x.float(), s=size))                    # (F, N, C_in)
+        ws = _per_frequency(torch.fft.rfft2(w.float(), s=size))                    # (F, C_in, C_out)
+        y = _from_frequency(torch.bmm(xs, ws), size)                               # (N, C_out, H, W)
+        ctx.save_for_backward(xs, ws)
+        ctx.shapes = (size, x.shape[-2:], k, x.dtype)
+        return (y + b.float().view(1, -1, 1, 1)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        xs, ws = ctx.saved_tensors
+        size, (h, wd), k, dtype = ctx.shapes
+        gs = _per_frequency(torch.fft.rfft2(g.float(), s=size))                    # (F, N, C_out)
+        # d/dx: the correlation of g with w (no wrap-around: p + a < H for p < h, a < k), spectrum G conj(W)
+        gx = _from_frequency(torch.bmm(gs, ws.transpose(1, 2).conj().contiguous()), size)[..., :h, :wd]
+        # d/dw: the correlation of g with x summed over the batch, spectrum conj(X) G
+        gw = _from_frequency(torch.bmm(xs.transpose(1, 2).conj().contiguous(), gs), size)[..., :k, :k]
+        return gx.to(dtype), gw.to(dtype), g.float().sum((0, 2, 3)).to(dtype)
+
+
+def _per_frequency(spectrum: torch.Tensor) -> torch.Tensor:
+    """(A, B, H, W') -> (H * W', A, B), contiguous: one matrix per frequency for bmm."""
+    a, b_, h, w = spectrum.shape
+    return spectrum.permute(2, 3, 0, 1).reshape(h * w, a, b_).contiguous()
+
+
+def _from_frequency(per_freq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H * W', A, B) -> the real (A, B, H, W) images of those spectra."""
+    h, w = size
+    f, a, b_ = per_freq.shape
+    return torch.fft.irfft2(per_freq.view(h, w // 2 + 1, a, b_).permute(2, 3, 0, 1).contiguous(), s=size)
+
+
 def alternatives(rounds: int = 9) -> dict:
     """Seconds per forward + backward (input and weight gradients) of the decoder's transposed convolutions computed
     several ways, channels_last, batch BATCH: median of interleaved rounds, the ratio to the layer as the model runs
@@ -158,6 +202,18 @@ def alternatives(rounds: int = 9) -> dict:
         y = F.pixel_shuffle(F.conv2d(x, wq, padding=t - 1), stride)[:, :, :size, :size]
         return y + b.view(1, -1, 1, 1)
 
+    def fft(x, w, b):
+        # stride 1 is a full convolution, so by the convolution theorem a product per frequency of the output's
+        # size (no wrap-around: the output is exactly the full convolution's size), the channels mixed at each
+        # frequency by a complex matrix product: 4 x 24 x 13 x 32 x 32 = 1.28 M real multiply-adds per image
+        # for decoder.6 against its 10.24 M, but every image's channels transformed and laid out again
+        # (torch.fft has no bf16 on a CPU: computed in fp32)
+        k = w.shape[-1]
+        size = (x.shape[-2] + k - 1, x.shape[-1] + k - 1)
+        xf, wf = torch.fft.rfft2(x.float(), s=size), torch.fft.rfft2(w.float(), s=size)
+        y = torch.fft.irfft2(torch.einsum("ncuv,couv->nouv", xf, wf), s=size)
+        return y.to(x.dtype) + b.view(1, -1, 1, 1)
+
     def matmul_fold(x, w, b):  # one output channel: each input pixel adds its k x k patch of w, weighted
         n, c, h, wd = x.shape
         k = w.shape[-1]
@@ -180,7 +236,8 @@ def alternatives(rounds: int = 9) -> dict:
         model = functools.partial(F.conv_transpose2d, stride=stride)
         if stride == 1:
             ways = {"conv_transpose2d (the model's)": model, "padded conv2d, flipped kernel": padded_conv,
-                    "native kernels, not oneDNN": native}
+                    "native kernels, not oneDNN": native, "FFT (torch.fft), channels mixed per frequency": fft,
+                    "FFT, backward by hand from the forward's spectra": FFTConvTranspose.apply}
         else:
             ways = {"conv_transpose2d (the model's)": model,
                     "zeros inserted, then padded conv2d": functools.partial(zeros_inserted, stride=stride),

@@ -84,3 +84,26 @@ def test_every_benchmark_script_imports_and_has_a_main(script):
 
     module = importlib.import_module(script)
     assert callable(getattr(module, "main", None)) and module.__doc__
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "h", "w"), [(32, 32, 20, 20), (32, 1, 24, 24), (3, 5, 7, 9)])
+def test_the_fft_transposed_convolution_of_the_layer_benchmark_is_pytorchs(c_in, c_out, h, w):
+    """benchmarks/layers.py times a stride-1 transposed convolution by FFT with a backward written by hand (its
+    record says it is slower than oneDNN; it must at least compute the same thing): output and all three
+    gradients equal PyTorch's conv_transpose2d in float64, to fp32's rounding."""
+    import torch
+    import torch.nn.functional as F
+
+    layers = pytest.importorskip("layers")
+    torch.manual_seed(0)
+    x, wt, b = (torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+                for shape in ((4, c_in, h, w), (c_in, c_out, 5, 5), (c_out,)))
+    y = F.conv_transpose2d(x, wt, b)
+    g = torch.randn_like(y)
+    truth = [y.detach(), *torch.autograd.grad(y, (x, wt, b), g)]
+    x32, w32, b32 = (t.detach().float().requires_grad_() for t in (x, wt, b))
+    y32 = layers.FFTConvTranspose.apply(x32, w32, b32)
+    mine = [y32.detach(), *torch.autograd.grad(y32, (x32, w32, b32), g.float())]
+    for a, t in zip(mine, truth, strict=True):
+        assert a.shape == t.shape
+        assert float((a.double() - t).abs().max()) < 1e-5 * float(t.abs().max())
