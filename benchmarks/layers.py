@@ -133,14 +133,10 @@ class FFTConvTranspose(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b):
-        k = w.shape[-1]
-        size = (x.shape[-2] + k - 1, x.shape[-1] + k - 1)
-        xs = _per_frequency(torch.fft.rfft2(x.float(), s=size))                    # (F, N, C_in)
-        ws = _per_frequency(torch.fft.rfft2(w.float(), s=size))                    # (F, C_in, C_out)
-        y = _from_frequency(torch.bmm(xs, ws), size)                               # (N, C_out, H, W)
+        size, xs, ws = _spectra(x, w)
         ctx.save_for_backward(xs, ws)
-        ctx.shapes = (size, x.shape[-2:], k, x.dtype)
-        return (y + b.float().view(1, -1, 1, 1)).to(x.dtype)
+        ctx.shapes = (size, x.shape[-2:], w.shape[-1], x.dtype)
+        return _product_image(xs, ws, b, size).to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -154,6 +150,29 @@ class FFTConvTranspose(torch.autograd.Function):
         return gx.to(dtype), gw.to(dtype), g.float().sum((0, 2, 3)).to(dtype)
 
 
+def fft_conv_transpose(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """conv_transpose2d, stride 1, by FFT, differentiated by autograd through ``torch.fft`` (``FFTConvTranspose``
+    computes the same forward with a backward by hand).  Stride 1 is a full convolution, so by the convolution
+    theorem a product per frequency of the output's size (no wrap-around: the output is exactly the full
+    convolution's size), the channels mixed at each frequency by a complex matrix product: 4 x 24 x 13 x 32 x 32
+    = 1.28 M real multiply-adds per image for decoder.6 against its 10.24 M, but every image's channels
+    transformed and laid out again (torch.fft has no bf16 on a CPU: computed in fp32)."""
+    size, xs, ws = _spectra(x, w)
+    return _product_image(xs, ws, b, size).to(x.dtype)
+
+
+def _spectra(x: torch.Tensor, w: torch.Tensor):
+    """The output's size (H, W) and the spectra of x (F, N, C_in) and w (F, C_in, C_out) at that size, fp32."""
+    k = w.shape[-1]
+    size = (x.shape[-2] + k - 1, x.shape[-1] + k - 1)
+    return size, _per_frequency(torch.fft.rfft2(x.float(), s=size)), _per_frequency(torch.fft.rfft2(w.float(), s=size))
+
+
+def _product_image(xs: torch.Tensor, ws: torch.Tensor, b: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The (N, C_out, H, W) fp32 image of the per-frequency product of the spectra, plus the bias."""
+    return _from_frequency(torch.bmm(xs, ws), size) + b.float().view(1, -1, 1, 1)
+
+
 def _per_frequency(spectrum: torch.Tensor) -> torch.Tensor:
     """(A, B, H, W') -> (H * W', A, B), contiguous: one matrix per frequency for bmm."""
     a, b_, h, w = spectrum.shape
@@ -163,7 +182,7 @@ def _per_frequency(spectrum: torch.Tensor) -> torch.Tensor:
 def _from_frequency(per_freq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(H * W', A, B) -> the real (A, B, H, W) images of those spectra."""
     h, w = size
-    f, a, b_ = per_freq.shape
+    _, a, b_ = per_freq.shape
     return torch.fft.irfft2(per_freq.view(h, w // 2 + 1, a, b_).permute(2, 3, 0, 1).contiguous(), s=size)
 
 
@@ -202,18 +221,6 @@ def alternatives(rounds: int = 9) -> dict:
         y = F.pixel_shuffle(F.conv2d(x, wq, padding=t - 1), stride)[:, :, :size, :size]
         return y + b.view(1, -1, 1, 1)
 
-    def fft(x, w, b):
-        # stride 1 is a full convolution, so by the convolution theorem a product per frequency of the output's
-        # size (no wrap-around: the output is exactly the full convolution's size), the channels mixed at each
-        # frequency by a complex matrix product: 4 x 24 x 13 x 32 x 32 = 1.28 M real multiply-adds per image
-        # for decoder.6 against its 10.24 M, but every image's channels transformed and laid out again
-        # (torch.fft has no bf16 on a CPU: computed in fp32)
-        k = w.shape[-1]
-        size = (x.shape[-2] + k - 1, x.shape[-1] + k - 1)
-        xf, wf = torch.fft.rfft2(x.float(), s=size), torch.fft.rfft2(w.float(), s=size)
-        y = torch.fft.irfft2(torch.einsum("ncuv,couv->nouv", xf, wf), s=size)
-        return y.to(x.dtype) + b.view(1, -1, 1, 1)
-
     def matmul_fold(x, w, b):  # one output channel: each input pixel adds its k x k patch of w, weighted
         n, c, h, wd = x.shape
         k = w.shape[-1]
@@ -236,7 +243,8 @@ def alternatives(rounds: int = 9) -> dict:
         model = functools.partial(F.conv_transpose2d, stride=stride)
         if stride == 1:
             ways = {"conv_transpose2d (the model's)": model, "padded conv2d, flipped kernel": padded_conv,
-                    "native kernels, not oneDNN": native, "FFT (torch.fft), channels mixed per frequency": fft,
+                    "native kernels, not oneDNN": native,
+                    "FFT (torch.fft), channels mixed per frequency": fft_conv_transpose,
                     "FFT, backward by hand from the forward's spectra": FFTConvTranspose.apply}
         else:
             ways = {"conv_transpose2d (the model's)": model,

@@ -86,11 +86,12 @@ def test_every_benchmark_script_imports_and_has_a_main(script):
     assert callable(getattr(module, "main", None)) and module.__doc__
 
 
+@pytest.mark.parametrize("way", ["fft_conv_transpose", "FFTConvTranspose"])
 @pytest.mark.parametrize(("c_in", "c_out", "h", "w"), [(32, 32, 20, 20), (32, 1, 24, 24), (3, 5, 7, 9)])
-def test_the_fft_transposed_convolution_of_the_layer_benchmark_is_pytorchs(c_in, c_out, h, w):
-    """benchmarks/layers.py times a stride-1 transposed convolution by FFT with a backward written by hand (its
-    record says it is slower than oneDNN; it must at least compute the same thing): output and all three
-    gradients equal PyTorch's conv_transpose2d in float64, to fp32's rounding."""
+def test_the_fft_transposed_convolutions_of_the_layer_benchmark_are_pytorchs(way, c_in, c_out, h, w):
+    """benchmarks/layers.py times a stride-1 transposed convolution by FFT, through autograd and with a backward
+    written by hand (its record says both are slower than oneDNN; they must at least compute the same thing):
+    output and all three gradients equal PyTorch's conv_transpose2d in float64, to fp32's rounding."""
     import torch
     import torch.nn.functional as F
 
@@ -102,7 +103,8 @@ def test_the_fft_transposed_convolution_of_the_layer_benchmark_is_pytorchs(c_in,
     g = torch.randn_like(y)
     truth = [y.detach(), *torch.autograd.grad(y, (x, wt, b), g)]
     x32, w32, b32 = (t.detach().float().requires_grad_() for t in (x, wt, b))
-    y32 = layers.FFTConvTranspose.apply(x32, w32, b32)
+    fn = layers.fft_conv_transpose if way == "fft_conv_transpose" else layers.FFTConvTranspose.apply
+    y32 = fn(x32, w32, b32)
     mine = [y32.detach(), *torch.autograd.grad(y32, (x32, w32, b32), g.float())]
     for a, t in zip(mine, truth, strict=True):
         assert a.shape == t.shape
