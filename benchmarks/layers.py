@@ -4,9 +4,10 @@
 transposed convolutions (decoder.6 and decoder.8, its costliest layers), each timed forward + backward against
 the layer as the model runs it, in interleaved rounds: a padded Conv2d with the flipped kernel (the same map),
 PyTorch's native kernels instead of oneDNN, and for the last layer (one output channel, which oneDNN handles
-poorly) a matrix product followed by ``fold`` (col2im); and the two stride-2 ones (decoder.2, decoder.4) with
-the native kernels, as zeros inserted between the input pixels followed by a padded convolution, and as a
-sub-pixel convolution (one stride-1 convolution computes every output phase, pixel_shuffle interleaves them).
+poorly) a matrix product followed by ``fold`` (col2im) and the same product followed by k x k shifted adds
+(``aelab.kernels``, what ``fit`` runs in fp32 where it measures faster); and the two stride-2 ones (decoder.2,
+decoder.4) with the native kernels, as zeros inserted between the input pixels followed by a padded convolution, and
+as a sub-pixel convolution (one stride-1 convolution computes every output phase, pixel_shuffle interleaves them).
 The stride-1 ones also as an FFT convolution (an eighth of decoder.6's multiply-adds, paid for in transforms
 and layout changes).
 
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from run import _write, interleaved, ratio
 from torch.profiler import ProfilerActivity, profile
 
+from aelab import kernels
 from aelab.models import AutoEncoder
 from aelab.models.summary import layer_table
 from aelab.recipe import autocast, keep_freed_memory
@@ -254,6 +256,9 @@ def alternatives(rounds: int = 9) -> dict:
                         sub_pixel, stride=stride, size=(size - 1) * stride + k)}
         if c_out == 1:
             ways["matrix product + fold"] = matmul_fold
+            # what fit uses in fp32 where its measurement finds it faster (aelab.kernels): forward by one matrix
+            # product and k x k shifted adds, backward PyTorch's
+            ways["matrix product + shifted adds (aelab.kernels)"] = kernels.conv_transpose2d_taps
         with torch.no_grad():
             reference = model(x, w, b)
             differences = {way: float((fn(x, w, b) - reference).abs().max()) for way, fn in ways.items()}

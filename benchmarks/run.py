@@ -303,6 +303,22 @@ def precision_probe() -> dict:
     return {**choice, "probe_seconds": time.perf_counter() - t0}
 
 
+def kernel_probe() -> dict:
+    """What ``kernels = auto`` measures at the start of an fp32 run on a CPU (``aelab.kernels``: the decoder's
+    last layer by taps against PyTorch's kernels, on one batch of the default recipe's size), and how long it
+    takes."""
+    from aelab.config import TrainConfig
+    from aelab.train import choose_kernels
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if DEVICE.type == "cpu" else torch.contiguous_format
+    model = AutoEncoder(8).to(DEVICE, memory_format=fmt)
+    x = torch.rand(TrainConfig().batch_size, 1, 28, 28)
+    t0 = time.perf_counter()
+    choice = choose_kernels(model, x, TrainConfig(device=DEVICE.type), DEVICE, fmt, 1, "fp32")
+    return {**choice, "probe_seconds": time.perf_counter() - t0}
+
+
 def inference(memory_format, x: torch.Tensor):
     torch.manual_seed(0)
     model = AutoEncoder(8).eval().to(DEVICE, memory_format=memory_format)
@@ -327,10 +343,13 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
+    kernels = kernel_probe()  # timed inside every fit call too (it is part of a run's cost), reported here alone
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
     runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"choice": probe}, {}),
             "fit default, allocator unchanged": ("fit", {"choice": probe}, SYSTEM_ALLOCATOR),
             "lecture loop, freed memory kept": ("lecture loop", {"keep_freed_memory": True}, {}),
+            "fit default, fp32": ("fit", {"precision": "fp32"}, {}),
+            "fit default, fp32, PyTorch's kernels only": ("fit", {"precision": "fp32", "kernels": "torch"}, {}),
             "fit batch 100, fp32, channels_last": ("fit", {"batch_size": 100, "precision": "fp32"}, {}),
             "fit batch 100, fp32, contiguous": ("fit", {"batch_size": 100, "precision": "fp32",
                                                         "channels_last": False}, {}),
@@ -362,6 +381,7 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
         "samples": n, "device": str(DEVICE), "cpu_flags": cpu_flags(),
         "lecture_loop_samples_per_s": n / lecture, "aelab_fit_samples_per_s": n / ours,
         "aelab_vs_lecture": tried["fit default"], "tried_vs_lecture": tried, "precision_probe": probe,
+        "kernel_probe": kernels,
         "seconds_per_round": times,
         "page_faults_per_step": {name: statistics.median(f) / math.ceil(n / _batch(runs[name]))
                                  for name, f in faults.items()},

@@ -143,13 +143,18 @@ class TrainConfig:
                                  "lr*sqrt(B/100).")
     precision: str = _f("auto", "fp32, bf16 (autocast, fp32 weights) or auto (bf16 only where a short "
                                 "measurement shows it faster; recorded in run.json).")
+    kernels: str = _f("auto", "The image-channel stride-1 ConvTranspose2d on a CPU in fp32: auto (by a matrix "
+                              "product and shifted adds where a short measurement shows it faster; recorded in "
+                              "run.json), torch (PyTorch's kernels always) or taps (aelab.kernels).")
 
     def __post_init__(self) -> None:
+        from aelab.kernels import KERNELS
         from aelab.recipe import LR_SCALINGS, PRECISIONS, SCHEDULES
 
         _one_of("train", "schedule", self.schedule, SCHEDULES)
         _one_of("train", "lr_scaling", self.lr_scaling, LR_SCALINGS)
         _one_of("train", "precision", self.precision, PRECISIONS)
+        _one_of("train", "kernels", self.kernels, KERNELS)
         _int_at_least("train", "epochs", self.epochs, 1)
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)

@@ -23,6 +23,9 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   than fp32 — on a CPU with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
   the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json; 2.66x on a Xeon with
   AMX, +1.1 %: docs/ttq-amx.json); the choice and its timings are recorded with the run.
+- ``kernels = "auto"``: in fp32 on a CPU the decoder's last layer, into the image's channel, runs by a matrix
+  product and shifted adds where a short measurement shows its forward faster than oneDNN's (``aelab.kernels``;
+  ``fit`` 1.036x in fp32 on an avx512 Xeon: docs/benchmarks-amx-kernels.json); recorded with the run.
 - freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
   megabytes of activations of every step back to the system and takes them again, page by page, the next step.
 """

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from aelab import AelabError, cudagraph, threads
+from aelab import AelabError, cudagraph, kernels, threads
 from aelab.config import ModelConfig, TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
@@ -51,6 +51,7 @@ class History:
     precision: dict[str, Any] = field(default_factory=dict)  # what ran, and why (``choose_precision``)
     allocator: dict[str, Any] = field(default_factory=dict)  # the C library's allocator (``keep_freed_memory``)
     step: dict[str, Any] = field(default_factory=dict)  # eager or replayed from a CUDA graph (``aelab.cudagraph``)
+    kernels: dict[str, Any] = field(default_factory=dict)  # the layers run by taps, and why (``choose_kernels``)
     mean_image_mse: float | None = None  # test MSE of the mean training image given for every input (``COLLAPSED``)
 
     @property
@@ -324,6 +325,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                 precision = rec["precision"]  # a resumed run keeps the precision it was measured to need
     if precision is None:
         precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
+    if meta is not None and cfg.kernels == "auto":  # a resumed run computes its layers as the run before it did
+        kernel_choice = resumed_kernels(json.loads(meta.read_text()), model)
+    else:
+        kernel_choice = choose_kernels(model, train_x, cfg, device, fmt, n_proc, precision["precision"])
     not_graphed = cudagraph.reason_not(device, model, n_proc, corrupt is not None, precision["precision"])
     optimizer = cudagraph.adam(model.parameters(), peak, device, graphed=not_graphed is None)
     if meta is not None:
@@ -331,11 +336,11 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         model.to(memory_format=fmt)
         history.epochs = rec["history"]
         start = rec["epoch"]
-    history.precision, history.allocator = precision, allocator
+    history.precision, history.allocator, history.kernels = precision, allocator, kernel_choice
     history.step = ({"step": "CUDA graph", "reason": "replayed after a few eager steps (aelab.cudagraph)"}
                     if not_graphed is None else {"step": "eager", "reason": not_graphed})
     record = {"train_config": asdict(cfg), **(record or {}), "environment": environment(), "processes": n_proc,
-              "precision": precision, "allocator": allocator, "step": history.step}
+              "precision": precision, "allocator": allocator, "kernels": kernel_choice, "step": history.step}
     devices = [device.index or 0] if device.type == "cuda" else []
     step_model = None
     if n_proc > 1:  # DDP averages the gradients of the processes' shares of each batch
@@ -355,31 +360,32 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     # one graph for the whole run: recorded in the first epoch trained, replayed in every later one
     step_fn = cudagraph.GraphedStep(model, optimizer, training_loss) if not_graphed is None else None
     model.train()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        # the order sits beside the images: indexing GPU images with a CPU index would copy it across, and wait
-        # for the GPU, at every step
-        order = epoch_order(len(train_x), cfg.seed, epoch, cfg.shuffle).to(resident.device)
-        bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
-            running, seen = _train_epoch(model, optimizer, resident, bar, device, fmt, epoch, run_dir, step_model,
-                                         corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"],
-                                         step_fn)
-        running, seen = distributed.all_sum([running, seen])
-        test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
-        history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
-                               "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
-        if rank == 0 and test["mse"] >= COLLAPSED * history.mean_image_mse:
-            warn(collapse_message(epoch + 1, test["mse"], history.mean_image_mse, cfg))
-        if progress:
-            e = history.last
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
-                       f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
-        if run_dir is not None and rank == 0:
-            save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
-        distributed.barrier()  # the others wait until rank 0's checkpoint is complete
+    with kernels.use(model, kernel_choice["layers"]):  # back to plain layers however it ends
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            # the order sits beside the images: indexing GPU images with a CPU index would copy it across, and wait
+            # for the GPU, at every step
+            order = epoch_order(len(train_x), cfg.seed, epoch, cfg.shuffle).to(resident.device)
+            bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                       leave=False, unit="batch")
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)
+                running, seen = _train_epoch(model, optimizer, resident, bar, device, fmt, epoch, run_dir, step_model,
+                                             corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"],
+                                             step_fn)
+            running, seen = distributed.all_sum([running, seen])
+            test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
+            history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
+                                   "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
+            if rank == 0 and test["mse"] >= COLLAPSED * history.mean_image_mse:
+                warn(collapse_message(epoch + 1, test["mse"], history.mean_image_mse, cfg))
+            if progress:
+                e = history.last
+                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
+                           f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
+            if run_dir is not None and rank == 0:
+                save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
+            distributed.barrier()  # the others wait until rank 0's checkpoint is complete
     model.to(memory_format=torch.contiguous_format)
     return history
 
@@ -416,6 +422,30 @@ def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int)
     if choice["precision"] == "bf16" and votes < n_proc:
         choice = {**choice, "precision": "fp32", "reason": choice["reason"] + "; not on every process: fp32"}
     return choice
+
+
+def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, precision: str) -> dict:
+    """The layers this run computes by taps (``aelab.kernels``): as train.kernels says, measured on one batch for
+    "auto"; under torchrun only the layers every process chose, so that all of them compute the same thing."""
+    from aelab import distributed
+
+    x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
+    choice = kernels.choose(model, lambda: training_loss(model, x), precision, cfg.kernels)
+    names = [name for name, m in model.named_modules() if kernels.eligible(m)]
+    if names:  # every process has the same layers, so every one takes part in this sum
+        votes = distributed.all_sum([1.0 if name in choice["layers"] else 0.0 for name in names])
+        agreed = [name for name, v in zip(names, votes, strict=True) if v == n_proc]
+        if agreed != choice["layers"]:
+            choice = {**choice, "layers": agreed, "reason": choice["reason"] + "; only those every process chose"}
+    return choice
+
+
+def resumed_kernels(rec: dict, model) -> dict:
+    """The layers a checkpoint's run computed by taps (``rec``: its JSON record), for the run that resumes it."""
+    if "kernels" not in rec:
+        return {"layers": [], "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
+    layers = [name for name in rec["kernels"].get("layers", []) if name in dict(model.named_modules())]
+    return {**rec["kernels"], "layers": layers}
 
 
 LOSS_CHECK_EVERY = 50  # steps between reads of the loss on the host (a GPU synchronisation each)

@@ -1,0 +1,166 @@
+"""A faster forward for the decoder's last layer on a CPU in fp32: the transposed convolution into the image's
+few channels, computed as one matrix product and k x k shifted adds.
+
+Why: oneDNN, which runs PyTorch's convolutions on a CPU, handles a layer with one output channel poorly.  The
+lecture's ``ConvTranspose2d(32, 1, 5)`` is 2 % of the model's multiply-adds and took 10 % of an fp32 training step
+on a Xeon without native bf16, its forward at 15 GFLOP/s against 228 to 310 for the 32 -> 32 layers.  A stride-1
+transposed convolution is a scatter: input pixel (a, b) adds its C_in values times the kernel, a k x k patch, at
+output (a + i, b + j).  So every tap of every pixel is one matrix product, P = W^T X: (C_out k k, C_in) @
+(C_in, N H W), a shape BLAS runs at full speed, and the output is the sum of the k k tap planes of P, each
+shifted by its tap (i, j): k k adds of an (N, H, W) plane per output channel.  On an avx512 Xeon in fp32 the
+layer's forward + backward ran 1.49x faster so, and ``fit`` 1.036x (docs/benchmarks.md, "The decoder's last layer
+by a matrix product and shifted adds").
+
+The backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
+the gradients are the library's to the bit; only the forward's rounding differs (fp32 sums in another order).
+
+``choose(model, forward, precision)`` times both forwards on the layers' training inputs and keeps this one for a
+layer only where it is at least ``MIN_SPEEDUP`` faster, in fp32 only (under bf16 autocast the taps ran 0.62x
+oneDNN's speed); ``use(model, layers)`` runs those layers this way inside a ``with`` block (``fit`` does both).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KERNELS = ("auto", "torch", "taps")  # train.kernels: measure, PyTorch's conv_transpose2d only, taps wherever allowed
+MAX_CHANNELS = 4  # taps only for layers into at most this many channels (an image's): C_out k k plane adds each
+MIN_SPEEDUP = 1.1  # below this the layer keeps PyTorch's kernels (a change of rounding is not worth less)
+
+
+class _TapsConvTranspose(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding: tuple[int, int]):
+        n, c_in, h, w = x.shape
+        c_out, k1, k2 = weight.shape[1:]
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c_in)   # (N H W, C_in): a view when x is channels_last
+        taps = (weight.reshape(c_in, c_out * k1 * k2).t() @ rows.t()).view(c_out, k1, k2, n, h, w)
+        # the sums in at least fp32 (as oneDNN's are), whatever the tensors' precision
+        y = x.new_zeros(n, c_out, h + k1 - 1, w + k2 - 1, dtype=torch.promote_types(x.dtype, torch.float32))
+        for i in range(k1):
+            for j in range(k2):
+                y[:, :, i:i + h, j:j + w] += taps[:, i, j].transpose(0, 1)  # tap (i, j) of every pixel, shifted
+        if bias is not None:
+            y += bias.view(1, -1, 1, 1)
+        p1, p2 = padding  # padding p takes p rows and columns off each side of the full output
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return y[:, :, p1:y.shape[2] - p1, p2:y.shape[3] - p2].to(x.dtype).contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        bias_sizes = [weight.shape[1]] if ctx.has_bias else None
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, weight, bias_sizes, [1, 1], list(ctx.padding),
+            [1, 1], True, [0, 0], 1, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias])
+        return gx, gw, gb if ctx.has_bias else None, None
+
+
+def conv_transpose2d_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                          padding: int | tuple[int, int] = 0) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight, bias, stride=1, padding=padding)`` by one matrix product and k x k shifted
+    adds.  x: (N, C_in, H, W); weight: (C_in, C_out, k1, k2); -> (N, C_out, H + k1 - 1 - 2 p1, W + k2 - 1 - 2 p2)."""
+    padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[0]:
+        raise ValueError(f"conv_transpose2d_taps expects x (N, C_in, H, W) and weight (C_in, C_out, k1, k2), got "
+                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
+    if not all(0 <= p <= (k - 1) // 2 for p, k in zip(padding, weight.shape[2:], strict=True)):
+        raise ValueError(f"conv_transpose2d_taps takes a padding of at most (k - 1) / 2, got {padding} for kernel "
+                         f"{tuple(weight.shape[2:])}")
+    return _TapsConvTranspose.apply(x, weight, bias, padding)
+
+
+def eligible(m: nn.Module) -> bool:
+    """A plain ConvTranspose2d that the taps compute: stride 1, no dilation, one group, a few output channels."""
+    return (type(m) is nn.ConvTranspose2d and m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1
+            and m.padding_mode == "zeros" and m.out_channels <= MAX_CHANNELS
+            and all(0 <= p <= (k - 1) // 2 for p, k in zip(m.padding, m.kernel_size, strict=True)))
+
+
+class TapsConvTranspose2d(nn.ConvTranspose2d):
+    """A ConvTranspose2d whose forward is ``conv_transpose2d_taps`` outside autocast (``use`` gives a layer this
+    class for a while: same parameters, same state_dict)."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if output_size is not None or torch.is_autocast_enabled(x.device.type) or x.device.type != "cpu":
+            return super().forward(x, output_size)
+        return conv_transpose2d_taps(x, self.weight, self.bias, self.padding)
+
+
+@contextmanager
+def use(model: nn.Module, layers: list[str]):
+    """Run the named layers (names as ``model.named_modules`` gives them, each ``eligible``) by taps inside the
+    block; they are plain ConvTranspose2d again afterwards, however the block ends."""
+    modules = dict(model.named_modules())
+    swapped = [modules[name] for name in layers]
+    for m in swapped:
+        if not eligible(m):
+            raise ValueError(f"layer {m!r} is not a stride-1 ConvTranspose2d into at most {MAX_CHANNELS} channels")
+        m.__class__ = TapsConvTranspose2d
+    try:
+        yield
+    finally:
+        for m in swapped:
+            m.__class__ = nn.ConvTranspose2d
+
+
+def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rounds: int = 7) -> dict:
+    """Which of ``model``'s eligible layers run by taps in training, where ``forward()`` runs the model on a
+    training batch: none off a CPU, under bf16 or for kernels "torch"; every eligible one for "taps"; for "auto"
+    those whose no-grad forward, timed against PyTorch's on the layer's own input in ``rounds`` pairs (the order
+    flipping from pair to pair), is at least ``MIN_SPEEDUP`` faster by the median of the pairs' ratios.  Returns
+    {"layers": [...], "reason": ..., "speedups": {layer: ratio}} for run.json; the global RNG is left as it was."""
+    names = [name for name, m in model.named_modules() if eligible(m)]
+    device = next(model.parameters()).device
+    if kernels == "torch" or not names:
+        return {"layers": [], "reason": "set by train.kernels" if names else "no eligible layer"}
+    if device.type != "cpu" or precision != "fp32":
+        return {"layers": [], "reason": f"PyTorch's kernels on {device.type} in {precision} (taps: fp32 on a CPU)"}
+    if kernels == "taps":
+        return {"layers": names, "reason": "set by train.kernels"}
+    inputs = _layer_inputs(model, forward, names)
+    modules = dict(model.named_modules())
+    speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names}
+    chosen = [name for name in names if speedups[name] >= MIN_SPEEDUP]
+    return {"layers": chosen, "speedups": speedups,
+            "reason": f"taps where the forward measured >= {MIN_SPEEDUP}x PyTorch's (median of {rounds} pairs)"}
+
+
+def _speedup(m: nn.ConvTranspose2d, x: torch.Tensor, rounds: int) -> float:
+    """PyTorch's no-grad forward time of layer m on x over the taps', the median of ``rounds`` pairs' ratios."""
+    ways = (lambda: F.conv_transpose2d(x, m.weight, m.bias, padding=m.padding),
+            lambda: conv_transpose2d_taps(x, m.weight, m.bias, m.padding))
+    ratios = []
+    with torch.no_grad():
+        for r in range(rounds + 1):  # the first pair warms both up and is not counted
+            seconds = [0.0, 0.0]
+            for i in (0, 1) if r % 2 else (1, 0):
+                t0 = time.perf_counter()
+                ways[i]()
+                seconds[i] = time.perf_counter() - t0
+            if r:
+                ratios.append(seconds[0] / seconds[1])
+    return statistics.median(ratios)
+
+
+def _layer_inputs(model: nn.Module, forward, names: list[str]) -> dict[str, torch.Tensor]:
+    """The input each named layer gets in a no-grad ``forward()`` (random draws in it do not reach the global RNG)."""
+    modules = dict(model.named_modules())
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [modules[name].register_forward_pre_hook(lambda m, a, name=name: inputs.setdefault(name, a[0]))
+             for name in names]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    return inputs

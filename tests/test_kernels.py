@@ -1,0 +1,148 @@
+"""The taps forward of aelab.kernels against PyTorch's conv_transpose2d: outputs and gradients in float64 for
+any shape it takes (hypothesis), in fp32 to rounding in the lecture's layer and layout; the layer swap is
+undone however a block ends, and the choice follows train.kernels and the precision."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from aelab import kernels
+from aelab.models import AutoEncoder
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(n=st.integers(1, 3), c_in=st.integers(1, 5), c_out=st.integers(1, kernels.MAX_CHANNELS),
+       k1=st.integers(1, 5), k2=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 7),
+       pad=st.integers(0, 2), bias=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_taps_are_pytorchs_transposed_convolution_in_float64(n, c_in, c_out, k1, k2, h, w, pad, bias,
+                                                             channels_last, seed):
+    p = (min(pad, (k1 - 1) // 2), min(pad, (k2 - 1) // 2))
+    g = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    wt = torch.randn(c_in, c_out, k1, k2, generator=g, dtype=torch.float64)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    leaves = [t.requires_grad_() for t in (x, wt, b) if t is not None]
+    truth = F.conv_transpose2d(x, wt, b, padding=p)
+    mine = kernels.conv_transpose2d_taps(x, wt, b, p)
+    assert mine.shape == truth.shape and mine.dtype == truth.dtype
+    torch.testing.assert_close(mine, truth, rtol=1e-12, atol=1e-12)
+    up = torch.randn(truth.shape, generator=g, dtype=torch.float64)
+    for a, t in zip(torch.autograd.grad(mine, leaves, up), torch.autograd.grad(truth, leaves, up), strict=True):
+        torch.testing.assert_close(a, t, rtol=1e-12, atol=1e-12)
+
+
+def test_the_lecture_layer_in_fp32_channels_last_matches_to_rounding_with_the_same_gradients():
+    """decoder.8 as fit runs it: fp32, channels_last; the forward to fp32's rounding of a 800-term sum, the
+    backward PyTorch's own, so bit for bit given the same upstream gradient."""
+    torch.manual_seed(0)
+    m = nn.ConvTranspose2d(32, 1, 5).to(memory_format=torch.channels_last)
+    x = torch.randn(50, 32, 24, 24).contiguous(memory_format=torch.channels_last).requires_grad_()
+    truth = m(x)
+    with kernels.use(nn.Sequential(m), ["0"]):
+        mine = m(x)
+    assert mine.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(mine, truth, rtol=0, atol=1e-5)
+    up = torch.randn_like(truth)
+    params = (x, m.weight, m.bias)
+    for a, t in zip(torch.autograd.grad(mine, params, up), torch.autograd.grad(truth, params, up), strict=True):
+        assert torch.equal(a, t)
+
+
+def test_taps_refuse_what_they_do_not_compute():
+    with pytest.raises(ValueError, match="padding of at most"):
+        kernels.conv_transpose2d_taps(torch.zeros(1, 2, 4, 4), torch.zeros(2, 1, 3, 3), padding=2)
+    with pytest.raises(ValueError, match="expects x"):
+        kernels.conv_transpose2d_taps(torch.zeros(1, 3, 4, 4), torch.zeros(2, 1, 3, 3))
+    model = AutoEncoder(8)
+    with pytest.raises(ValueError, match="not a stride-1"):
+        with kernels.use(model, ["decoder.6"]):  # 32 output channels
+            pass
+
+
+def test_use_swaps_only_inside_the_block_and_keeps_the_state_dict():
+    model = AutoEncoder(8)
+    keys = list(model.state_dict())
+    assert [name for name, m in model.named_modules() if kernels.eligible(m)] == ["decoder.8"]
+    with pytest.raises(RuntimeError, match="inside"):
+        with kernels.use(model, ["decoder.8"]):
+            assert type(model.decoder[8]) is kernels.TapsConvTranspose2d
+            assert list(model.state_dict()) == keys
+            raise RuntimeError("inside")
+    assert type(model.decoder[8]) is nn.ConvTranspose2d
+
+
+def test_under_autocast_the_swapped_layer_runs_pytorchs_kernels():
+    m = nn.ConvTranspose2d(4, 1, 3)
+    x = torch.randn(2, 4, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        truth = m(x)
+        with kernels.use(nn.Sequential(m), ["0"]):
+            mine = m(x)
+    assert mine.dtype == torch.bfloat16 and torch.equal(mine, truth)
+
+
+def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatch):
+    model = AutoEncoder(8).to(memory_format=torch.channels_last)
+    x = torch.rand(20, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    forward = lambda: model(x)  # noqa: E731
+    assert kernels.choose(model, forward, "fp32", "torch")["layers"] == []
+    assert kernels.choose(model, forward, "bf16", "taps")["layers"] == []
+    assert kernels.choose(model, forward, "fp32", "taps")["layers"] == ["decoder.8"]
+    state = torch.random.get_rng_state()
+    measured = kernels.choose(model, forward, "fp32", "auto", rounds=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert set(measured["speedups"]) == {"decoder.8"} and measured["speedups"]["decoder.8"] > 0
+    assert measured["layers"] == (["decoder.8"] if measured["speedups"]["decoder.8"] >= kernels.MIN_SPEEDUP else [])
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", float("inf"))  # nothing is ever fast enough
+    assert kernels.choose(model, forward, "fp32", "auto", rounds=1)["layers"] == []
+
+
+def _fit(tmp_path, name, epochs=1, resume=False, **train):
+    from aelab.config import lecture_train
+    from aelab.train import fit
+
+    torch.manual_seed(0)
+    model = AutoEncoder(8)
+    g = torch.Generator().manual_seed(1)
+    train_x, test_x = torch.rand(200, 1, 28, 28, generator=g), torch.rand(50, 1, 28, 28, generator=g)
+    h = fit(model, train_x, test_x, lecture_train(epochs=epochs, batch_size=50, **train), tmp_path / name,
+            resume=resume, progress=False)
+    return model, h
+
+
+def test_fit_trains_the_same_model_by_taps_as_by_pytorchs_kernels_and_records_which(tmp_path):
+    """Two epochs of the lecture's recipe from the same weights: the loss curves agree to fp32's rounding (the
+    taps change only the order of the last layer's sums), the layer is a plain ConvTranspose2d again afterwards,
+    and run.json's record says which layers ran by taps."""
+    plain, h_plain = _fit(tmp_path, "torch", epochs=2, kernels="torch")
+    taps, h_taps = _fit(tmp_path, "taps", epochs=2, kernels="taps")
+    assert h_plain.kernels["layers"] == [] and h_taps.kernels["layers"] == ["decoder.8"]
+    assert type(taps.decoder[8]) is nn.ConvTranspose2d
+    for a, b in zip(h_plain.epochs, h_taps.epochs, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_mse"] == pytest.approx(b["test_mse"], rel=1e-4)
+    for (name, p), q in zip(plain.state_dict().items(), taps.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
+    record = json.loads((tmp_path / "taps" / "checkpoints" / "epoch-0002.json").read_text())
+    assert record["kernels"] == h_taps.kernels
+
+
+def test_a_resumed_run_computes_its_layers_as_the_checkpoint_says(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)  # the first run's measurement takes the taps
+    _, first = _fit(tmp_path, "run", epochs=1)
+    assert first.kernels["layers"] == ["decoder.8"] and "measured" in first.kernels["reason"]
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", float("inf"))  # a new measurement would not
+    _, resumed = _fit(tmp_path, "run", epochs=2, resume=True)
+    assert resumed.kernels["layers"] == ["decoder.8"]
+    meta = tmp_path / "run" / "checkpoints" / "epoch-0002.json"
+    rec = json.loads(meta.read_text())
+    del rec["kernels"]  # as a checkpoint written before aelab.kernels
+    meta.write_text(json.dumps(rec))
+    _, old = _fit(tmp_path, "run", epochs=3, resume=True)
+    assert old.kernels["layers"] == [] and "before aelab.kernels" in old.kernels["reason"]
