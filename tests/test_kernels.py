@@ -146,3 +146,14 @@ def test_a_resumed_run_computes_its_layers_as_the_checkpoint_says(tmp_path, monk
     meta.write_text(json.dumps(rec))
     _, old = _fit(tmp_path, "run", epochs=3, resume=True)
     assert old.kernels["layers"] == [] and "before aelab.kernels" in old.kernels["reason"]
+
+
+def test_the_report_says_which_layers_ran_by_taps(tmp_path):
+    from aelab.report import ran_on
+
+    run = {"environment": {"cpu": "Some CPU", "torch_threads": 2}, "config": {"train": {"device": "auto"}},
+           "precision": {"precision": "fp32"}}
+    (tmp_path / "run.json").write_text(json.dumps({**run, "kernels": {"layers": ["decoder.8"]}}))
+    assert ran_on(tmp_path) == "Some CPU, 2 thread(s), fp32, decoder.8 by taps"
+    (tmp_path / "run.json").write_text(json.dumps({**run, "kernels": {"layers": []}}))
+    assert ran_on(tmp_path) == "Some CPU, 2 thread(s), fp32"

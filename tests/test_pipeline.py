@@ -83,6 +83,9 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
     assert {s for _, s, _ in plan_status(tiny(), run)} == {"reuse"}
 
 
+TAPS = r"(, [\w.]+(, [\w.]+)* by taps)?"  # aelab.report.ran_on's end when some layers ran by taps
+
+
 @SHARED_RUN
 def test_report_has_every_section_with_figures_and_numbers(run):
     html = (run / "report" / "index.html").read_text()
@@ -103,12 +106,13 @@ def test_report_has_every_section_with_figures_and_numbers(run):
     assert len(figures) >= 12 and all(f.stat().st_size > 1000 for f in figures)
     md = (run / "report" / "results.md").read_text()
     assert "aelab reproduce --preset quick" in md and "| 4 | CNN |" in md
-    # each training stage says where it ran and in which precision (the quick preset sets fp32)
+    # each training stage says where it ran and in which precision (the quick preset sets fp32), and which layers ran
+    # by taps where fit measured them faster (aelab.kernels)
     trained = [name for name, s in metrics["stages"].items() if "history" in s]
     assert len(trained) >= 8
     for name in trained:
-        assert re.search(rf"<td>{re.escape(name)}</td>(?:(?!</tr>).)*thread\(s\), fp32</td>", html, re.S)
-        assert re.search(rf"^\| {re.escape(name)} \| [0-9.]+ \| .*thread\(s\), fp32 \|$", md, re.M)
+        assert re.search(rf"<td>{re.escape(name)}</td>(?:(?!</tr>).)*thread\(s\), fp32{TAPS}</td>", html, re.S)
+        assert re.search(rf"^\| {re.escape(name)} \| [0-9.]+ \| .*thread\(s\), fp32{TAPS} \|$", md, re.M)
     # restoration: each level has the methods meant for it, the blind model everywhere, the specialised one where
     # it was trained; every score is on the page and in results.md
     rs = metrics["stages"]["restoration"]

@@ -99,7 +99,7 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         from aelab.runs import amend
 
         amend(run_dir, precision=history.precision, allocator=history.allocator, step=history.step,
-              mean_image_mse=history.mean_image_mse)
+              kernels=history.kernels, mean_image_mse=history.mean_image_mse)
     return model.cpu().eval(), history.epochs
 
 

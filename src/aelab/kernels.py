@@ -128,8 +128,9 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
         return {"layers": names, "reason": "set by train.kernels"}
     inputs = _layer_inputs(model, forward, names)
     modules = dict(model.named_modules())
-    speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names}
-    chosen = [name for name in names if speedups[name] >= MIN_SPEEDUP]
+    # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
+    speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
+    chosen = [name for name in names if speedups.get(name, 0.0) >= MIN_SPEEDUP]
     return {"layers": chosen, "speedups": speedups,
             "reason": f"taps where the forward measured >= {MIN_SPEEDUP}x PyTorch's (median of {rounds} pairs)"}
 

@@ -59,9 +59,9 @@ def collect(inputs: dict[str, Path], out: Path) -> dict[str, Any]:
 
 
 def ran_on(folder: Path) -> str:
-    """Where a training stage ran and in which precision, from what its run.json records (a stage can be
-    computed on another machine and its folder copied in: the cache key is the same, and ``precision = "auto"``
-    may have measured another choice there); "" for the other stages."""
+    """Where a training stage ran, in which precision and with which layers by taps (``aelab.kernels``), from what
+    its run.json records (a stage can be computed on another machine and its folder copied in: the cache key is
+    the same, and ``precision = "auto"`` may have measured another choice there); "" for the other stages."""
     run = _read(folder / "run.json") or {}
     env = run.get("environment") or {}
     if not env:
@@ -72,7 +72,9 @@ def ran_on(folder: Path) -> str:
     else:
         where = f"{env.get('cpu') or env.get('machine', '') + ' CPU'}, {env.get('torch_threads')} thread(s)"
     precision = (run.get("precision") or {}).get("precision")
-    return where + {"bf16": ", bf16 autocast", "fp32": ", fp32"}.get(precision, "")
+    taps = (run.get("kernels") or {}).get("layers") or []  # aelab.kernels: layers computed by taps in fp32
+    return (where + {"bf16": ", bf16 autocast", "fp32": ", fp32"}.get(precision, "")
+            + (f", {', '.join(taps)} by taps" if taps else ""))
 
 
 def facts(stages: dict[str, Any]) -> dict[str, Any]:
