@@ -157,3 +157,13 @@ def test_the_report_says_which_layers_ran_by_taps(tmp_path):
     assert ran_on(tmp_path) == "Some CPU, 2 thread(s), fp32, decoder.8 by taps"
     (tmp_path / "run.json").write_text(json.dumps({**run, "kernels": {"layers": []}}))
     assert ran_on(tmp_path) == "Some CPU, 2 thread(s), fp32"
+
+
+def test_a_checkpoint_with_taps_resumed_where_they_do_not_run_records_pytorchs_kernels():
+    from aelab.train import resumed_kernels
+
+    rec = {"kernels": {"layers": ["decoder.8"], "reason": "measured"}}
+    model = AutoEncoder(8)
+    assert resumed_kernels(rec, model, torch.device("cpu"), "fp32")["layers"] == ["decoder.8"]
+    assert resumed_kernels(rec, model, torch.device("cpu"), "bf16")["layers"] == []
+    assert resumed_kernels(rec, model, torch.device("cuda"), "fp32")["layers"] == []

@@ -326,7 +326,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     if precision is None:
         precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
     if meta is not None and cfg.kernels == "auto":  # a resumed run computes its layers as the run before it did
-        kernel_choice = resumed_kernels(json.loads(meta.read_text()), model)
+        kernel_choice = resumed_kernels(json.loads(meta.read_text()), model, device, precision["precision"])
     else:
         kernel_choice = choose_kernels(model, train_x, cfg, device, fmt, n_proc, precision["precision"])
     not_graphed = cudagraph.reason_not(device, model, n_proc, corrupt is not None, precision["precision"])
@@ -440,10 +440,13 @@ def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, p
     return choice
 
 
-def resumed_kernels(rec: dict, model) -> dict:
-    """The layers a checkpoint's run computed by taps (``rec``: its JSON record), for the run that resumes it."""
+def resumed_kernels(rec: dict, model, device: torch.device, precision: str) -> dict:
+    """The layers a checkpoint's run computed by taps (``rec``: its JSON record), for the run that resumes it (none
+    where the taps do not run: off a CPU or in bf16, as when a run from a CPU is resumed on a GPU)."""
     if "kernels" not in rec:
         return {"layers": [], "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
+    if device.type != "cpu" or precision != "fp32":
+        return {"layers": [], "reason": f"resumed on {device.type} in {precision}: PyTorch's kernels"}
     layers = [name for name in rec["kernels"].get("layers", []) if name in dict(model.named_modules())]
     return {**rec["kernels"], "layers": layers}
 
