@@ -86,7 +86,9 @@ def main() -> None:
             rows.append({"recipe": name, "settings": changes, "seed": seed, "steps": args.epochs * -(
                 -args.n_train // cfg.batch_size), "test_mse": s["test_mse"], "digit_kept": s["digit_kept"],
                 "collapsed": s["test_mse"] >= COLLAPSED * mean_mse,
-                "test_mse_per_epoch": [e["test_mse"] for e in history.epochs], "seconds": seconds})
+                "test_mse_per_epoch": [e["test_mse"] for e in history.epochs], "seconds": seconds,
+                # what ran (a recipe's train.precision overrides the measured choice above)
+                "precision_run": history.precision["precision"], "taps": history.kernels["layers"]})
             print(f"{name} seed {seed}: test MSE {s['test_mse']:.5f}, digit kept {s['digit_kept']:.4f}"
                   f"{' COLLAPSED' if rows[-1]['collapsed'] else ''} ({seconds:.0f} s)", flush=True)
     summary = {name: {"collapsed": sum(r["collapsed"] for r in rows if r["recipe"] == name),

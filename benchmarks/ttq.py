@@ -88,6 +88,7 @@ def time_to_quality(name: str, cfg: TrainConfig, max_epochs: int, data, judge, d
     model = build_model(m, train.shape, cfg.seed)
     epochs, reached, trained, precision = [], None, 0.0, {"precision": "fp32", "reason": "the lecture's loop"}
     allocator = {"allocator": "system, unchanged", "reason": "the lecture's loop"}
+    kernels = {"layers": [], "reason": "the lecture's loop"}
     one_cycle = cfg.schedule != "constant"
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
@@ -95,10 +96,10 @@ def time_to_quality(name: str, cfg: TrainConfig, max_epochs: int, data, judge, d
             train_to = LectureLoop(model, x_train, cfg)
         else:
             def train_to(k: int) -> list[dict]:
-                nonlocal precision, allocator
+                nonlocal precision, allocator, kernels
                 h = fit(model, x_train, x_test, dataclasses.replace(cfg, epochs=k), run_dir, resume=True,
                         progress=False)
-                precision, allocator = h.precision, h.allocator
+                precision, allocator, kernels = h.precision, h.allocator, h.kernels
                 return h.epochs[len(epochs):]
         judge_model = build_model(m, train.shape, cfg.seed)
         for k in [cfg.epochs] if one_cycle else range(1, max_epochs + 1):
@@ -122,7 +123,7 @@ def time_to_quality(name: str, cfg: TrainConfig, max_epochs: int, data, judge, d
             if reached is not None and not one_cycle:
                 break
     return {"recipe": name, "train": dataclasses.asdict(cfg), "precision": precision, "allocator": allocator,
-            "epochs": epochs, "reached": reached}
+            "kernels": kernels, "epochs": epochs, "reached": reached}
 
 
 def run_recipe(name: str, cfg: TrainConfig, max_epochs: int, n_train: int | None) -> dict:
