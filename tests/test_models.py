@@ -80,7 +80,7 @@ def test_kaiming_init_draws_each_layer_at_its_fan_and_lets_the_input_through():
     from aelab.config import ModelConfig
     from aelab.experiments import build_model
 
-    x = torch.rand(64, 1, 28, 28)
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # not the global RNG's leftovers
     spread = {}
     for init in ("pytorch", "kaiming"):
         model = build_model(ModelConfig(d=8, init=init), (1, 28, 28), seed=0)
@@ -98,5 +98,6 @@ def test_kaiming_init_draws_each_layer_at_its_fan_and_lets_the_input_through():
             assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(),
                                                          strict=True))
     # PyTorch's default draws a third of He's variance per layer: after ten layers the output hardly depends on
-    # the input (about 5e-6 of a pixel), He's keeps it at the scale of the input's own spread
-    assert spread["pytorch"] < 1e-4 < 1e-2 < spread["kaiming"]
+    # the input (about 5e-6 of a pixel), He's keeps about 2000 times more of it (about 1e-2, the input's own 0.29;
+    # 0.0098 to 0.0106 over six draws of x, so the bound is not 1e-2 itself)
+    assert spread["pytorch"] < 1e-4 and spread["kaiming"] > 5e-3 and spread["kaiming"] > 1000 * spread["pytorch"]
