@@ -15,21 +15,33 @@ from aelab import kernels
 from aelab.models import AutoEncoder
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
-@given(n=st.integers(1, 3), c_in=st.integers(1, 5), c_out=st.integers(1, kernels.MAX_CHANNELS),
-       k1=st.integers(1, 5), k2=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 7),
-       pad=st.integers(0, 2), bias=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_taps_are_pytorchs_transposed_convolution_in_float64(n, c_in, c_out, k1, k2, h, w, pad, bias,
-                                                             channels_last, seed):
-    p = (min(pad, (k1 - 1) // 2), min(pad, (k2 - 1) // 2))
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(transposed=st.booleans(), n=st.integers(1, 3), c_in=st.integers(1, 5),
+       c_out=st.integers(1, kernels.MAX_CHANNELS), k1=st.integers(1, 5), k2=st.integers(1, 5), h=st.integers(1, 8),
+       w=st.integers(1, 8), pad=st.integers(0, 4), bias=st.booleans(), channels_last=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_taps_are_pytorchs_convolutions_in_float64(transposed, n, c_in, c_out, k1, k2, h, w, pad, bias,
+                                                   channels_last, seed):
+    """Any stride-1 convolution or transposed convolution the taps take (padding up to k - 1, any output that
+    exists): the output and every gradient PyTorch's, in float64."""
+    p = (min(pad, k1 - 1), min(pad, k2 - 1))
     g = torch.Generator().manual_seed(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
-    wt = torch.randn(c_in, c_out, k1, k2, generator=g, dtype=torch.float64)
+    shape = (c_in, c_out, k1, k2) if transposed else (c_out, c_in, k1, k2)
+    wt = torch.randn(shape, generator=g, dtype=torch.float64)
     b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    ours, theirs = ((kernels.conv_transpose2d_taps, F.conv_transpose2d) if transposed
+                    else (kernels.conv2d_taps, F.conv2d))
+    try:
+        theirs(x, wt, b, padding=p)
+    except RuntimeError:  # PyTorch finds no output for this input, kernel and padding: neither do the taps
+        with pytest.raises(ValueError, match="give no output"):
+            ours(x, wt, b, p)
+        return
     leaves = [t.requires_grad_() for t in (x, wt, b) if t is not None]
-    truth = F.conv_transpose2d(x, wt, b, padding=p)
-    mine = kernels.conv_transpose2d_taps(x, wt, b, p)
+    truth = theirs(x, wt, b, padding=p)
+    mine = ours(x, wt, b, p)
     assert mine.shape == truth.shape and mine.dtype == truth.dtype
     torch.testing.assert_close(mine, truth, rtol=1e-12, atol=1e-12)
     up = torch.randn(truth.shape, generator=g, dtype=torch.float64)
@@ -55,14 +67,37 @@ def test_the_lecture_layer_in_fp32_channels_last_matches_to_rounding_with_the_sa
 
 
 def test_taps_refuse_what_they_do_not_compute():
-    with pytest.raises(ValueError, match="padding of at most"):
-        kernels.conv_transpose2d_taps(torch.zeros(1, 2, 4, 4), torch.zeros(2, 1, 3, 3), padding=2)
-    with pytest.raises(ValueError, match="expects x"):
+    with pytest.raises(ValueError, match="padding of at most k - 1"):
+        kernels.conv_transpose2d_taps(torch.zeros(1, 2, 4, 4), torch.zeros(2, 1, 3, 3), padding=3)
+    with pytest.raises(ValueError, match=r"expects x .* weight \(C_in, C_out"):
         kernels.conv_transpose2d_taps(torch.zeros(1, 3, 4, 4), torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"expects x .* weight \(C_out, C_in"):
+        kernels.conv2d_taps(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 3, 3))
     model = AutoEncoder(8)
-    with pytest.raises(ValueError, match="not a stride-1"):
-        with kernels.use(model, ["decoder.6"]):  # 32 output channels
-            pass
+    for name in ("decoder.6", "encoder.0"):  # 32 output channels
+        with pytest.raises(ValueError, match="not a stride-1"):
+            with kernels.use(model, [name]):
+                pass
+
+
+@pytest.mark.parametrize("decoder", ["resize-nearest", "pixel-shuffle"])
+def test_the_other_decoders_last_conv2d_runs_by_taps_with_pytorchs_gradients(decoder):
+    """Their last layer is a Conv2d into the image's channel (after a zero pad, or padded itself): eligible, and
+    swapped in it computes what PyTorch's does, with the same weight gradient to fp32's rounding."""
+    torch.manual_seed(0)
+    model = AutoEncoder(8, decoder=decoder).to(memory_format=torch.channels_last)
+    names = [name for name, m in model.named_modules() if kernels.eligible(m)]
+    assert len(names) == 1 and type(dict(model.named_modules())[names[0]]) is nn.Conv2d
+    x = torch.rand(20, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    truth = model(x)
+    g_truth = torch.autograd.grad(truth.square().sum(), model.parameters())
+    with kernels.use(model, names):
+        assert type(dict(model.named_modules())[names[0]]) is kernels.TapsConv2d
+        mine = model(x)
+        g_mine = torch.autograd.grad(mine.square().sum(), model.parameters())
+    torch.testing.assert_close(mine, truth, rtol=0, atol=1e-5)
+    for a, t in zip(g_mine, g_truth, strict=True):
+        torch.testing.assert_close(a, t, rtol=1e-3, atol=1e-4)
 
 
 def test_use_swaps_only_inside_the_block_and_keeps_the_state_dict():

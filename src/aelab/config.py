@@ -143,9 +143,10 @@ class TrainConfig:
                                  "lr*sqrt(B/100).")
     precision: str = _f("auto", "fp32, bf16 (autocast, fp32 weights) or auto (bf16 only where a short "
                                 "measurement shows it faster; recorded in run.json).")
-    kernels: str = _f("auto", "The image-channel stride-1 ConvTranspose2d on a CPU in fp32: auto (by a matrix "
-                              "product and shifted adds where a short measurement shows it faster; recorded in "
-                              "run.json), torch (PyTorch's kernels always) or taps (aelab.kernels).")
+    kernels: str = _f("auto", "The decoder's last layer (a stride-1 convolution into the image's channels) on a "
+                              "CPU in fp32: auto (by a matrix product and shifted adds where a short measurement "
+                              "shows it faster; recorded in run.json), torch (PyTorch's kernels always) or taps "
+                              "(aelab.kernels).")
 
     def __post_init__(self) -> None:
         from aelab.kernels import KERNELS

@@ -1,5 +1,6 @@
-"""A faster forward for the decoder's last layer on a CPU in fp32: the transposed convolution into the image's
-few channels, computed as one matrix product and k x k shifted adds.
+"""A faster forward for the decoder's last layer on a CPU in fp32: the stride-1 convolution into the image's few
+channels (a ConvTranspose2d in the lecture's decoder, a Conv2d in the resize and pixel-shuffle ones), computed as
+one matrix product and k x k shifted adds.
 
 Why: oneDNN, which runs PyTorch's convolutions on a CPU, handles a layer with one output channel poorly.  The
 lecture's ``ConvTranspose2d(32, 1, 5)`` is 2 % of the model's multiply-adds and took 10 % of an fp32 training step
@@ -9,7 +10,8 @@ output (a + i, b + j).  So every tap of every pixel is one matrix product, P = W
 (C_in, N H W), a shape BLAS runs at full speed, and the output is the sum of the k k tap planes of P, each
 shifted by its tap (i, j): k k adds of an (N, H, W) plane per output channel.  On an avx512 Xeon in fp32 the
 layer's forward + backward ran 1.49x faster so, and ``fit`` 1.036x (docs/benchmarks.md, "The decoder's last layer
-by a matrix product and shifted adds").
+by a matrix product and shifted adds").  A stride-1 Conv2d is the transposed convolution with the flipped kernel,
+its channels swapped, cropped by k - 1 - p instead of p: the same scatter.
 
 The backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
 the gradients are the library's to the bit; only the forward's rounding differs (fp32 sums in another order).
@@ -29,65 +31,88 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KERNELS = ("auto", "torch", "taps")  # train.kernels: measure, PyTorch's conv_transpose2d only, taps wherever allowed
+KERNELS = ("auto", "torch", "taps")  # train.kernels: measure, PyTorch's kernels only, taps wherever allowed
 MAX_CHANNELS = 4  # taps only for layers into at most this many channels (an image's): C_out k k plane adds each
 MIN_SPEEDUP = 1.1  # below this the layer keeps PyTorch's kernels (a change of rounding is not worth less)
 
 
-class _TapsConvTranspose(torch.autograd.Function):
+def _full_scatter(x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """The full stride-1 transposed convolution of x: (N, C_in, H, W) with weight_t: (C_in, C_out, k1, k2), no
+    bias: (N, C_out, H + k1 - 1, W + k2 - 1), summed in at least fp32 (as oneDNN's sums are)."""
+    n, c_in, h, w = x.shape
+    c_out, k1, k2 = weight_t.shape[1:]
+    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c_in)   # (N H W, C_in): a view when x is channels_last
+    taps = (weight_t.reshape(c_in, c_out * k1 * k2).t() @ rows.t()).view(c_out, k1, k2, n, h, w)
+    y = x.new_zeros(n, c_out, h + k1 - 1, w + k2 - 1, dtype=torch.promote_types(x.dtype, torch.float32))
+    for i in range(k1):
+        for j in range(k2):
+            y[:, :, i:i + h, j:j + w] += taps[:, i, j].transpose(0, 1)  # tap (i, j) of every pixel, shifted
+    return y
+
+
+class _Taps(torch.autograd.Function):
+    """A stride-1 convolution (transposed or not) by ``_full_scatter``, its backward PyTorch's."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias, padding: tuple[int, int]):
-        n, c_in, h, w = x.shape
-        c_out, k1, k2 = weight.shape[1:]
-        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c_in)   # (N H W, C_in): a view when x is channels_last
-        taps = (weight.reshape(c_in, c_out * k1 * k2).t() @ rows.t()).view(c_out, k1, k2, n, h, w)
-        # the sums in at least fp32 (as oneDNN's are), whatever the tensors' precision
-        y = x.new_zeros(n, c_out, h + k1 - 1, w + k2 - 1, dtype=torch.promote_types(x.dtype, torch.float32))
-        for i in range(k1):
-            for j in range(k2):
-                y[:, :, i:i + h, j:j + w] += taps[:, i, j].transpose(0, 1)  # tap (i, j) of every pixel, shifted
+    def forward(ctx, x, weight, bias, padding: tuple[int, int], transposed: bool):
+        k1, k2 = weight.shape[2:]
+        # a convolution is the transposed convolution with the flipped kernel, its in and out channels swapped,
+        # whose full output loses k - 1 - p rows and columns on each side; a transposed one's loses its padding p
+        y = _full_scatter(x, weight if transposed else weight.flip(2, 3).transpose(0, 1))
+        c1, c2 = padding if transposed else (k1 - 1 - padding[0], k2 - 1 - padding[1])
+        y = y[:, :, c1:y.shape[2] - c1, c2:y.shape[3] - c2]
         if bias is not None:
-            y += bias.view(1, -1, 1, 1)
-        p1, p2 = padding  # padding p takes p rows and columns off each side of the full output
+            y = y + bias.view(1, -1, 1, 1)
         ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.has_bias = padding, bias is not None
+        ctx.padding, ctx.transposed, ctx.has_bias = padding, transposed, bias is not None
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        return y[:, :, p1:y.shape[2] - p1, p2:y.shape[3] - p2].to(x.dtype).contiguous(memory_format=fmt)
+        return y.to(x.dtype).contiguous(memory_format=fmt)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        bias_sizes = [weight.shape[1]] if ctx.has_bias else None
+        bias_sizes = [weight.shape[1 if ctx.transposed else 0]] if ctx.has_bias else None
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, weight, bias_sizes, [1, 1], list(ctx.padding),
-            [1, 1], True, [0, 0], 1, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias])
-        return gx, gw, gb if ctx.has_bias else None, None
+            grad, x, weight, bias_sizes, [1, 1], list(ctx.padding), [1, 1], ctx.transposed, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias])
+        return gx, gw, gb if ctx.has_bias else None, None, None
+
+
+def _checked(name: str, x, weight, padding, transposed: bool) -> tuple[int, int]:
+    """padding as a pair, once x, weight and padding are known to make an output."""
+    padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[0 if transposed else 1]:
+        shape = "(C_in, C_out, k1, k2)" if transposed else "(C_out, C_in, k1, k2)"
+        raise ValueError(f"{name} expects x (N, C_in, H, W) and weight {shape}, got {tuple(x.shape)} and "
+                         f"{tuple(weight.shape)}")
+    kernel = weight.shape[2:]
+    if not all(0 <= p < k for p, k in zip(padding, kernel, strict=True)):
+        raise ValueError(f"{name} takes a padding of at most k - 1, got {padding} for kernel {tuple(kernel)}")
+    size = [h + (k - 1 - 2 * p if transposed else 2 * p - k + 1) for h, k, p in zip(x.shape[2:], kernel, padding,
+                                                                                   strict=True)]
+    if min(size) < 1:
+        raise ValueError(f"{name}: input {tuple(x.shape[2:])}, kernel {tuple(kernel)} and padding {padding} give no "
+                         f"output ({size[0]} x {size[1]})")
+    return padding
 
 
 def conv_transpose2d_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                           padding: int | tuple[int, int] = 0) -> torch.Tensor:
     """``F.conv_transpose2d(x, weight, bias, stride=1, padding=padding)`` by one matrix product and k x k shifted
     adds.  x: (N, C_in, H, W); weight: (C_in, C_out, k1, k2); -> (N, C_out, H + k1 - 1 - 2 p1, W + k2 - 1 - 2 p2)."""
-    padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[0]:
-        raise ValueError(f"conv_transpose2d_taps expects x (N, C_in, H, W) and weight (C_in, C_out, k1, k2), got "
-                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
-    if not all(0 <= p <= (k - 1) // 2 for p, k in zip(padding, weight.shape[2:], strict=True)):
-        raise ValueError(f"conv_transpose2d_taps takes a padding of at most (k - 1) / 2, got {padding} for kernel "
-                         f"{tuple(weight.shape[2:])}")
-    return _TapsConvTranspose.apply(x, weight, bias, padding)
+    return _Taps.apply(x, weight, bias, _checked("conv_transpose2d_taps", x, weight, padding, True), True)
 
 
-def eligible(m: nn.Module) -> bool:
-    """A plain ConvTranspose2d that the taps compute: stride 1, no dilation, one group, a few output channels."""
-    return (type(m) is nn.ConvTranspose2d and m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1
-            and m.padding_mode == "zeros" and m.out_channels <= MAX_CHANNELS
-            and all(0 <= p <= (k - 1) // 2 for p, k in zip(m.padding, m.kernel_size, strict=True)))
+def conv2d_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                padding: int | tuple[int, int] = 0) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride=1, padding=padding)`` the same way.  x: (N, C_in, H, W); weight:
+    (C_out, C_in, k1, k2); -> (N, C_out, H - k1 + 1 + 2 p1, W - k2 + 1 + 2 p2)."""
+    return _Taps.apply(x, weight, bias, _checked("conv2d_taps", x, weight, padding, False), False)
 
 
 class TapsConvTranspose2d(nn.ConvTranspose2d):
-    """A ConvTranspose2d whose forward is ``conv_transpose2d_taps`` outside autocast (``use`` gives a layer this
-    class for a while: same parameters, same state_dict)."""
+    """A ConvTranspose2d whose forward is ``conv_transpose2d_taps`` on a CPU outside autocast (``use`` gives a layer
+    this class for a while: same parameters, same state_dict)."""
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         if output_size is not None or torch.is_autocast_enabled(x.device.type) or x.device.type != "cpu":
@@ -95,21 +120,44 @@ class TapsConvTranspose2d(nn.ConvTranspose2d):
         return conv_transpose2d_taps(x, self.weight, self.bias, self.padding)
 
 
+class TapsConv2d(nn.Conv2d):
+    """A Conv2d whose forward is ``conv2d_taps`` on a CPU outside autocast (as ``TapsConvTranspose2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type) or x.device.type != "cpu":
+            return super().forward(x)
+        return conv2d_taps(x, self.weight, self.bias, self.padding)
+
+
+TAPS = {nn.ConvTranspose2d: TapsConvTranspose2d, nn.Conv2d: TapsConv2d}  # a layer's class -> its class by taps
+REFERENCE = {nn.ConvTranspose2d: F.conv_transpose2d, nn.Conv2d: F.conv2d}
+BY_TAPS = {nn.ConvTranspose2d: conv_transpose2d_taps, nn.Conv2d: conv2d_taps}
+
+
+def eligible(m: nn.Module) -> bool:
+    """A plain Conv2d or ConvTranspose2d that the taps compute: stride 1, no dilation, one group, zero padding of at
+    most k - 1 given as numbers, into at most ``MAX_CHANNELS`` channels."""
+    return (type(m) in TAPS and m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1
+            and m.padding_mode == "zeros" and m.out_channels <= MAX_CHANNELS and not isinstance(m.padding, str)
+            and all(0 <= p < k for p, k in zip(m.padding, m.kernel_size, strict=True)))
+
+
 @contextmanager
 def use(model: nn.Module, layers: list[str]):
     """Run the named layers (names as ``model.named_modules`` gives them, each ``eligible``) by taps inside the
-    block; they are plain ConvTranspose2d again afterwards, however the block ends."""
+    block; they are the plain layers again afterwards, however the block ends."""
     modules = dict(model.named_modules())
-    swapped = [modules[name] for name in layers]
-    for m in swapped:
+    swapped = [(modules[name], type(modules[name])) for name in layers]
+    for m, kind in swapped:
         if not eligible(m):
-            raise ValueError(f"layer {m!r} is not a stride-1 ConvTranspose2d into at most {MAX_CHANNELS} channels")
-        m.__class__ = TapsConvTranspose2d
+            raise ValueError(f"layer {m!r} is not a stride-1 Conv2d or ConvTranspose2d into at most {MAX_CHANNELS} "
+                             "channels")
+        m.__class__ = TAPS[kind]
     try:
         yield
     finally:
-        for m in swapped:
-            m.__class__ = nn.ConvTranspose2d
+        for m, kind in swapped:
+            m.__class__ = kind
 
 
 def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rounds: int = 7) -> dict:
@@ -135,10 +183,10 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
             "reason": f"taps where the forward measured >= {MIN_SPEEDUP}x PyTorch's (median of {rounds} pairs)"}
 
 
-def _speedup(m: nn.ConvTranspose2d, x: torch.Tensor, rounds: int) -> float:
+def _speedup(m: nn.Module, x: torch.Tensor, rounds: int) -> float:
     """PyTorch's no-grad forward time of layer m on x over the taps', the median of ``rounds`` pairs' ratios."""
-    ways = (lambda: F.conv_transpose2d(x, m.weight, m.bias, padding=m.padding),
-            lambda: conv_transpose2d_taps(x, m.weight, m.bias, m.padding))
+    ways = (lambda: REFERENCE[type(m)](x, m.weight, m.bias, padding=m.padding),
+            lambda: BY_TAPS[type(m)](x, m.weight, m.bias, m.padding))
     ratios = []
     with torch.no_grad():
         for r in range(rounds + 1):  # the first pair warms both up and is not counted
