@@ -202,3 +202,11 @@ def test_a_checkpoint_with_taps_resumed_where_they_do_not_run_records_pytorchs_k
     assert resumed_kernels(rec, model, torch.device("cpu"), "fp32")["layers"] == ["decoder.8"]
     assert resumed_kernels(rec, model, torch.device("cpu"), "bf16")["layers"] == []
     assert resumed_kernels(rec, model, torch.device("cuda"), "fp32")["layers"] == []
+
+
+def test_a_misspelt_kernels_setting_names_the_choices():
+    from aelab.config import TrainConfig
+    from aelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.kernels = 'fast' is not allowed: choose one of auto, torch, taps"):
+        TrainConfig(kernels="fast")
