@@ -25,15 +25,11 @@ from aelab.runs import environment
 from aelab.train import training_loss
 
 
-def trainer(decoder: str, batch: int, steps: int, taps: bool):
-    """``steps`` training steps of a fresh seeded model, its eligible layers by taps or by PyTorch's kernels."""
+def trainer(decoder: str, batch: int, steps: int):
+    """``steps`` training steps of a fresh seeded model (by PyTorch's kernels unless run inside ``kernels.use``)."""
     torch.manual_seed(0)
     model = AutoEncoder(8, decoder=decoder).to(memory_format=torch.channels_last)
     names = [name for name, m in model.named_modules() if kernels.eligible(m)]
-    if taps:
-        for name in names:  # as kernels.use does for the length of a fit
-            m = dict(model.named_modules())[name]
-            m.__class__ = kernels.TAPS[type(m)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
 
@@ -55,10 +51,11 @@ def main() -> None:
     keep_freed_memory()  # as fit does
     results = {"environment": environment(), "batch": args.batch, "precision": "fp32", "decoders": {}}
     for decoder in DECODERS:
-        plain, model, x, names = trainer(decoder, args.batch, args.steps, taps=False)
+        plain, model, x, names = trainer(decoder, args.batch, args.steps)
         choice = kernels.choose(model, lambda model=model, x=x: training_loss(model, x), "fp32")
-        taps, *_ = trainer(decoder, args.batch, args.steps, taps=True)
-        times = interleaved({"PyTorch's kernels": plain, "taps": taps}, args.rounds, warmup=2)
+        taps, taps_model, *_ = trainer(decoder, args.batch, args.steps)
+        with kernels.use(taps_model, names):  # as fit runs the layers it chose, for the length of the rounds
+            times = interleaved({"PyTorch's kernels": plain, "taps": taps}, args.rounds, warmup=2)
         results["decoders"][decoder] = {
             "layers": names, "choice": choice,
             "ms_per_step": {k: 1e3 * statistics.median(v) / args.steps for k, v in times.items()},

@@ -59,10 +59,10 @@ class _Taps(torch.autograd.Function):
         # a convolution is the transposed convolution with the flipped kernel, its in and out channels swapped,
         # whose full output loses k - 1 - p rows and columns on each side; a transposed one's loses its padding p
         y = _full_scatter(x, weight if transposed else weight.flip(2, 3).transpose(0, 1))
+        if bias is not None:
+            y += bias.view(1, -1, 1, 1)  # in place, on the full output: the crop below keeps what it needs
         c1, c2 = padding if transposed else (k1 - 1 - padding[0], k2 - 1 - padding[1])
         y = y[:, :, c1:y.shape[2] - c1, c2:y.shape[3] - c2]
-        if bias is not None:
-            y = y + bias.view(1, -1, 1, 1)
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.transposed, ctx.has_bias = padding, transposed, bias is not None
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

@@ -326,7 +326,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     if precision is None:
         precision = choose_precision(model, train_x, cfg, device, fmt, n_proc)
     if meta is not None and cfg.kernels == "auto":  # a resumed run computes its layers as the run before it did
-        kernel_choice = resumed_kernels(json.loads(meta.read_text()), model, device, precision["precision"])
+        kernel_choice = resumed_kernels(rec, model, device, precision["precision"])  # rec: the checkpoint's JSON
     else:
         kernel_choice = choose_kernels(model, train_x, cfg, device, fmt, n_proc, precision["precision"])
     not_graphed = cudagraph.reason_not(device, model, n_proc, corrupt is not None, precision["precision"])
