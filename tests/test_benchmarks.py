@@ -75,6 +75,32 @@ def test_the_rounding_yardstick_of_the_cuda_graph_benchmark():
     assert 0.0 < moved < 1e-2
 
 
+def test_the_time_to_quality_verdict_is_the_median_over_seeds_with_unreached_seeds_bounded():
+    """benchmarks/ttq.py over several seeds: a seed that never reached the target counts as slower than every
+    seed that did; where that makes the median unknown, the median is bounded from below by the seconds it
+    trained and the default's ratio to it from above."""
+    ttq = pytest.importorskip("ttq")
+
+    def run(recipe, seed, reached, trained):
+        return {"recipe": recipe, "train": {"seed": seed}, "reached": reached and {"seconds": reached},
+                "epochs": [{"epoch": 1, "trained_seconds": trained / 2}, {"epoch": 2, "trained_seconds": trained}]}
+
+    runs = [run("lecture", 0, 500.0, 490.0), run("default", 0, 60.0, 55.0),
+            run("lecture", 1, None, 800.0), run("default", 1, None, 70.0),
+            run("lecture", 2, None, 900.0), run("default", 2, 64.0, 60.0)]
+    by = ttq.verdict(runs)
+    assert by["default"] == {"seeds": [0, 1, 2], "reached": 2, "seconds": [60.0, None, 64.0],
+                             "median_seconds": 64.0, "median_seconds_at_least": 64.0}
+    # two of three lecture seeds unreached: the median seed is one of them, its time unknown but above 800 s
+    assert by["lecture"]["median_seconds"] is None and by["lecture"]["median_seconds_at_least"] == 800.0
+    assert ttq.ratios(by) == ({}, {"default/lecture": pytest.approx(64.0 / 800.0)})
+    # with the lecture's seed 1 reached, both medians are known: the ratio is theirs
+    runs[2] = run("lecture", 1, 700.0, 690.0)
+    assert ttq.ratios(ttq.verdict(runs)) == ({"default/lecture": pytest.approx(64.0 / 700.0)}, {})
+    # one seed, as the script has always run: its own seconds
+    assert ttq.ratios(ttq.verdict(runs[:2])) == ({"default/lecture": pytest.approx(60.0 / 500.0)}, {})
+
+
 @pytest.mark.parametrize("script", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob(
     "*.py")))
 def test_every_benchmark_script_imports_and_has_a_main(script):
