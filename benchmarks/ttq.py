@@ -10,8 +10,11 @@ lecture's loop: ``aelab.recipe.keep_freed_memory``):
   that the ratio to it is the recipe's alone;
 - ``default``: aelab's default recipe (the TrainConfig defaults: see aelab.recipe).
 
-    python benchmarks/ttq.py [--recipes lecture-loop,lecture,default] [--seeds 0] [--max-epochs 12]
-        [--out docs/ttq.json]
+    python benchmarks/ttq.py [--recipes lecture-loop,lecture,default] [--also NAME=key:value,...] [--seeds 0]
+        [--max-epochs 12] [--out docs/ttq.json]
+
+``--also fp32=precision:fp32`` adds a recipe named fp32: the default with those train settings, run and judged
+beside the others (its ratios to the lecture's recipes are reported like the default's).
 
 A constant-rate recipe is trained one epoch at a time (``fit`` resumes bit for bit) until it reaches the target
 or --max-epochs; a one-cycle recipe runs its own number of epochs (its schedule depends on it) and is judged at
@@ -63,6 +66,14 @@ def recipe(name: str, sets=()) -> TrainConfig:
     if name.startswith("lecture"):
         return resolve("lecture").train
     return build_section(TrainConfig, {key: value for _, key, value in map(parse_set, sets)}, "train")
+
+
+def also(text: str, sets=()) -> tuple[str, TrainConfig]:
+    """'NAME=key:value,...' -> (NAME, the default recipe with ``sets`` and those train settings)."""
+    name, _, settings = text.partition("=")
+    if not name or name in RECIPES or not settings:
+        raise SystemExit(f"--also {text!r}: give NAME=key:value,... with a NAME other than {', '.join(RECIPES)}")
+    return name, recipe("default", [*sets, *(f"train.{item.replace(':', '=', 1)}" for item in settings.split(","))])
 
 
 def score(model: torch.nn.Module, x: torch.Tensor, labels, judge) -> dict:
@@ -169,31 +180,32 @@ def verdict(runs: list[dict]) -> dict:
 
 
 def ratios(by: dict) -> tuple[dict, dict]:
-    """default's median seconds over each other recipe's (a ``verdict``), and where the other's median is only
-    bounded from below, the upper bound of that ratio."""
+    """The median seconds of the default (and of each ``--also`` recipe) over each lecture recipe's (a
+    ``verdict``), and where the lecture's median is only bounded from below, the upper bound of that ratio."""
     exact, at_most = {}, {}
-    default = by.get("default", {}).get("median_seconds")
-    for name in ("lecture-loop", "lecture"):
-        if default is None or name not in by:
-            continue
-        if by[name]["median_seconds"] is not None:
-            exact[f"default/{name}"] = default / by[name]["median_seconds"]
-        elif by[name]["median_seconds_at_least"] > 0:
-            at_most[f"default/{name}"] = default / by[name]["median_seconds_at_least"]
+    for mine, seconds in ((n, v["median_seconds"]) for n, v in by.items() if not n.startswith("lecture")):
+        for name in ("lecture-loop", "lecture"):
+            if seconds is None or name not in by:
+                continue
+            if by[name]["median_seconds"] is not None:
+                exact[f"{mine}/{name}"] = seconds / by[name]["median_seconds"]
+            elif by[name]["median_seconds_at_least"] > 0:
+                at_most[f"{mine}/{name}"] = seconds / by[name]["median_seconds_at_least"]
     return exact, at_most
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--also", action="append", default=[], help="NAME=key:value,...: the default with these")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the recipe's own, 0)")
     ap.add_argument("--max-epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--set", action="append", default=[], help="train.KEY=VALUE for the default recipe (trials)")
     ap.add_argument("--n-train", type=int, default=None, help="first N training images only (a smoke test)")
     args = ap.parse_args()
-    names = args.recipes.split(",")
-    configs = {n: recipe(n, args.set) for n in names}
+    configs = {n: recipe(n, args.set) for n in args.recipes.split(",")} | dict(also(a, args.set) for a in args.also)
+    names = list(configs)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
     runs = [in_fresh_process(run_recipe, n, configs[n] if seed is None else dataclasses.replace(configs[n], seed=seed),
                              args.max_epochs, args.n_train)

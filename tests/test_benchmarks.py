@@ -99,6 +99,21 @@ def test_the_time_to_quality_verdict_is_the_median_over_seeds_with_unreached_see
     assert ttq.ratios(ttq.verdict(runs)) == ({"default/lecture": pytest.approx(64.0 / 700.0)}, {})
     # one seed, as the script has always run: its own seconds
     assert ttq.ratios(ttq.verdict(runs[:2])) == ({"default/lecture": pytest.approx(60.0 / 500.0)}, {})
+    # a recipe added by --also is judged like the default
+    runs.append(run("fp32", 0, 130.0, 120.0))
+    assert ttq.ratios(ttq.verdict(runs))[0]["fp32/lecture"] == pytest.approx(130.0 / 700.0)
+
+
+def test_a_recipe_added_by_also_is_the_default_with_its_settings():
+    from aelab.config import TrainConfig
+
+    ttq = pytest.importorskip("ttq")
+    name, cfg = ttq.also("fp32=precision:fp32,lr:4e-3", ["train.epochs=2"])
+    assert name == "fp32"
+    assert cfg == TrainConfig(precision="fp32", lr=4e-3, epochs=2)
+    for bad in ("fp32", "default=precision:fp32", "=lr:1"):
+        with pytest.raises(SystemExit, match="NAME=key:value"):
+            ttq.also(bad)
 
 
 @pytest.mark.parametrize("script", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob(
