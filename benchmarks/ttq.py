@@ -51,6 +51,7 @@ from aelab.config import ModelConfig, TrainConfig, build_section, parse_set, res
 from aelab.data import load, to_float
 from aelab.evaluator import judge_for
 from aelab.experiments import build_model
+from aelab.io import atomic_write_text
 from aelab.metrics import reconstruct
 from aelab.runs import environment
 from aelab.train import fit, load_checkpoint, resolve_device
@@ -207,17 +208,18 @@ def main() -> None:
     configs = {n: recipe(n, args.set) for n in args.recipes.split(",")} | dict(also(a, args.set) for a in args.also)
     names = list(configs)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
-    runs = [in_fresh_process(run_recipe, n, configs[n] if seed is None else dataclasses.replace(configs[n], seed=seed),
-                             args.max_epochs, args.n_train)
-            for seed in seeds for n in names]
-    by = verdict(runs)
-    exact, at_most = ratios(by)
-    results = {"environment": environment(), "torch_threads": torch.get_num_threads(),
-               "target": {"mse": TARGET_MSE, "digit_kept": TARGET_KEPT}, "runs": runs, "verdict": by,
-               "ratios": exact, "ratios_at_most": at_most}
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
+    runs: list[dict] = []
+    for seed in seeds:
+        for n in names:
+            cfg = configs[n] if seed is None else dataclasses.replace(configs[n], seed=seed)
+            runs.append(in_fresh_process(run_recipe, n, cfg, args.max_epochs, args.n_train))
+            by = verdict(runs)
+            exact, at_most = ratios(by)
+            results = {"environment": environment(), "torch_threads": torch.get_num_threads(),
+                       "target": {"mse": TARGET_MSE, "digit_kept": TARGET_KEPT}, "runs": runs, "verdict": by,
+                       "ratios": exact, "ratios_at_most": at_most}
+            if args.out:  # after every training: an interrupted benchmark keeps what it measured
+                atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
 
 
