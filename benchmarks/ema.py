@@ -53,7 +53,7 @@ def trial(seed: int, epochs: int, decays: list[float], data, judge) -> list[dict
     model = AutoEncoder(8).to(memory_format=fmt)
     precision = choose_precision(model, x_train, cfg, cpu, fmt, 1)["precision"]
     peak = effective_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
-    optimizer = torch.optim.Adam(model.parameters(), lr=peak)
+    optimizer = torch.optim.Adam(model.parameters(), lr=peak, betas=(0.9, cfg.adam_beta2))
     emas = {d: [p.detach().clone() for p in model.parameters()] for d in decays}
     steps = math.ceil(len(x_train) / cfg.batch_size)
     rows, seconds = [], 0.0

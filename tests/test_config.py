@@ -4,6 +4,7 @@ compose in order, unknown keys are refused, and the CLI exposes the same options
 import dataclasses
 
 import pytest
+import torch
 
 from aelab.cli import main
 from aelab.config import (
@@ -97,6 +98,9 @@ def test_the_lecture_preset_is_the_lectures_recipe_and_the_default_is_the_same_s
     quick = resolve("quick")
     assert quick.train.epochs == 1 and quick.data.name == lecture.data.name and quick.data.n_train == 30000
     assert quick.train.schedule == "constant" and quick.train.lr == 1e-3
+    # the lecture's Adam is PyTorch's, betas included; aelab's default forgets gradient scales sooner
+    torch_beta2 = torch.optim.Adam([torch.zeros(1, requires_grad=True)]).defaults["betas"][1]
+    assert lecture.train.adam_beta2 == quick.train.adam_beta2 == torch_beta2 != default.train.adam_beta2
 
 
 def test_overrides_apply_in_order_and_are_typed(tmp_path):

@@ -44,7 +44,8 @@ def test_the_square_root_batch_rule():
 
 
 def test_bad_recipe_settings_are_refused_naming_the_field():
-    for name, value in (("schedule", "cosine"), ("lr_scaling", "linear"), ("precision", "fp16")):
+    for name, value in (("schedule", "cosine"), ("lr_scaling", "linear"), ("precision", "fp16"), ("adam_beta2", 1.0),
+                        ("adam_beta2", -0.1), ("adam_beta2", True)):
         with pytest.raises(ConfigError, match=f"train.{name}"):
             TrainConfig(**{name: value})
 
@@ -52,6 +53,26 @@ def test_bad_recipe_settings_are_refused_naming_the_field():
 def _tiny_model(seed: int = 0):
     torch.manual_seed(seed)
     return MODELS["ae"](4, parse_spec("8:5:1,8:4:2,8:3:2,8:4:1"))
+
+
+def test_adam_beta2_is_pytorchs_adam_with_those_betas():
+    x = torch.rand(150, 1, 28, 28)
+    cfg = TrainConfig(epochs=1, batch_size=50, lr=3e-3, schedule="constant", lr_scaling="none", precision="fp32",
+                      shuffle=False, channels_last=False, kernels="torch", adam_beta2=0.5)
+    trained = _tiny_model()
+    fit(trained, x, x[:50], cfg, progress=False)
+    by_hand = _tiny_model()
+    opt = torch.optim.Adam(by_hand.parameters(), lr=3e-3, betas=(0.9, 0.5))
+    for batch in x.split(50):  # the slide's fixed order
+        loss = training_loss(by_hand, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    default = _tiny_model()
+    fit(default, x, x[:50], dataclasses.replace(cfg, adam_beta2=0.999), progress=False)
+    for p, q in zip(trained.parameters(), by_hand.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert any(not torch.allclose(p, r) for p, r in zip(trained.parameters(), default.parameters(), strict=True))
 
 
 def test_the_precision_measurement_changes_nothing_and_says_why():

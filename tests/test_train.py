@@ -94,6 +94,27 @@ def test_a_checkpoint_from_before_model_init_resumes_as_pytorchs_init():
         check_resume(old, cfg, {"config": {"model": asdict(replace(ModelConfig(), init="kaiming"))}})
 
 
+def test_a_checkpoint_from_before_adam_beta2_resumes_as_pytorchs_betas():
+    # checkpoints written before train.adam_beta2 existed trained with PyTorch's 0.999: the lecture's recipe
+    # resumes them; today's default (0.99) is refused, naming the setting, unless the change is allowed
+    from dataclasses import asdict
+
+    from aelab.config import TrainConfig, lecture_train
+    from aelab.errors import ConfigError
+    from aelab.recipe import describe
+    from aelab.train import check_resume
+
+    for cfg in (lecture_train(), TrainConfig(adam_beta2=0.999)):
+        old = {"train_config": {k: v for k, v in asdict(cfg).items() if k != "adam_beta2"}, "epoch": 1}
+        assert check_resume(old, cfg, {}) == []
+    old = {"train_config": {k: v for k, v in asdict(TrainConfig()).items() if k != "adam_beta2"}, "epoch": 1}
+    with pytest.raises(ConfigError, match=r"train.adam_beta2 0.999 -> 0.99"):
+        check_resume(old, TrainConfig(), {})
+    assert check_resume(old, TrainConfig(), {}, allow_change=["train.adam_beta2"]) == ["adam_beta2"]
+    assert "the lecture's recipe" in describe({k: v for k, v in asdict(lecture_train()).items() if k != "adam_beta2"})
+    assert "beta2 0.99," in describe(asdict(TrainConfig()))
+
+
 def test_same_seed_same_weights(small):
     train_x, test_x = small[0][:500], small[1][:100]
     a, b = _model(), _model()

@@ -131,6 +131,8 @@ class TrainConfig:
     epochs: int = _f(3, "Training epochs.")
     batch_size: int = _f(50, "Mini-batch size.")
     lr: float = _f(8e-3, "Adam's (peak) learning rate, stated at batch 100 when lr_scaling = sqrt.")
+    adam_beta2: float = _f(0.99, "Adam's second-moment decay (the lecture's, PyTorch's default, is 0.999; 0.99 "
+                                 "forgets the first steps' large gradients sooner: see aelab.recipe).")
     seed: int = _f(0, "Seed of the initial weights and of the data order.")
     shuffle: bool = _f(True, "Seeded shuffle per epoch (false: the slide's fixed order).")
     device: str = _f("auto", "auto (GPU when present), cpu or cuda.")
@@ -159,14 +161,21 @@ class TrainConfig:
         _int_at_least("train", "epochs", self.epochs, 1)
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)
+        b2 = self.adam_beta2
+        if isinstance(b2, bool) or not isinstance(b2, int | float) or not 0 <= b2 < 1:
+            _fail("train", "adam_beta2", self.adam_beta2, "a number in [0, 1), e.g. 0.999")
         _int_at_least("train", "seed", self.seed, 0)
         _int_at_least("train", "eval_batch_size", self.eval_batch_size, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             _fail("train", "device", self.device, "use auto, cpu, cuda or cuda:N")
 
 
-# The lecture's recipe (the `lecture` preset's [train], besides its 10 epochs): constant Adam 1e-3, batch 100, fp32.
-LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "schedule": "constant", "lr_scaling": "none", "precision": "fp32"}
+# The lecture's recipe (the `lecture` preset's [train], besides its 10 epochs): constant Adam 1e-3 (PyTorch's betas),
+# batch 100, fp32.
+LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "adam_beta2": 0.999, "schedule": "constant", "lr_scaling": "none",
+                  "precision": "fp32"}
+# What a record written before a train setting existed trained with: the value that setting's default had then.
+TRAIN_BEFORE = {"schedule": "constant", "lr_scaling": "none", "precision": "fp32", "adam_beta2": 0.999}
 
 
 def lecture_train(**changes: Any) -> TrainConfig:

@@ -49,11 +49,13 @@ def reason_not(device: torch.device, model: torch.nn.Module, n_proc: int, corrup
     return None
 
 
-def adam(params, lr: float, device: torch.device, graphed: bool) -> torch.optim.Adam:
-    """Adam at ``lr``; for a graphed step capturable, with its rate in a tensor on ``device``."""
+def adam(params, lr: float, device: torch.device, graphed: bool, beta2: float = 0.999) -> torch.optim.Adam:
+    """Adam at ``lr`` (betas 0.9, ``beta2``); for a graphed step capturable, with its rate in a tensor on
+    ``device``."""
+    betas = (0.9, beta2)
     if graphed:
-        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), capturable=True)
-    return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas, capturable=True)
+    return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aelab import AelabError, cudagraph, kernels, threads
-from aelab.config import ModelConfig, TrainConfig
+from aelab.config import TRAIN_BEFORE, ModelConfig, TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
 from aelab.metrics import reconstruction_scores
@@ -227,6 +227,8 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     Model and data must match: resuming them into another architecture or dataset is another experiment.
     """
     old, new = rec.get("train_config", {}), asdict(cfg)
+    if old:  # a checkpoint written before a setting existed trained with that setting's value then
+        old = {**{k: v for k, v in TRAIN_BEFORE.items() if k in new}, **old}
     # with a one-cycle schedule the number of epochs sets every step's learning rate: not free to change
     free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else ("eval_batch_size",)
     changed = [k for k in new if k in old and old[k] != new[k] and k not in free]
@@ -330,7 +332,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     else:
         kernel_choice = choose_kernels(model, train_x, cfg, device, fmt, n_proc, precision["precision"])
     not_graphed = cudagraph.reason_not(device, model, n_proc, corrupt is not None, precision["precision"])
-    optimizer = cudagraph.adam(model.parameters(), peak, device, graphed=not_graphed is None)
+    optimizer = cudagraph.adam(model.parameters(), peak, device, graphed=not_graphed is None,
+                                beta2=cfg.adam_beta2)
     if meta is not None:
         rec = load_checkpoint(meta, model, optimizer)
         model.to(memory_format=fmt)
