@@ -131,8 +131,8 @@ class TrainConfig:
     epochs: int = _f(3, "Training epochs.")
     batch_size: int = _f(50, "Mini-batch size.")
     lr: float = _f(8e-3, "Adam's (peak) learning rate, stated at batch 100 when lr_scaling = sqrt.")
-    adam_beta2: float = _f(0.99, "Adam's second-moment decay (the lecture's, PyTorch's default, is 0.999; 0.99 "
-                                 "forgets the first steps' large gradients sooner: see aelab.recipe).")
+    adam_beta2: float = _f(0.99, "Adam's second-moment decay: 0.99 averages the squared gradients over about 100 "
+                                 "steps; the lecture's, PyTorch's default, is 0.999 (see aelab.recipe).")
     seed: int = _f(0, "Seed of the initial weights and of the data order.")
     shuffle: bool = _f(True, "Seeded shuffle per epoch (false: the slide's fixed order).")
     device: str = _f("auto", "auto (GPU when present), cpu or cuda.")

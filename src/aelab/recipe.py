@@ -207,7 +207,7 @@ def describe(train: dict) -> str:
     head = f"{train['epochs']} epoch(s), batch {train['batch_size']}, "
     if lecture:
         return head + "the lecture's recipe: Adam at a constant 1e-3, fp32"
-    peak = effective_lr(train["lr"], train["batch_size"], train.get("lr_scaling", "none"))
+    peak = effective_lr(train["lr"], train["batch_size"], train["lr_scaling"])
     schedule = "one-cycle (OneCycleLR's shape)" if train["schedule"] == "onecycle" else "constant"
     return (head + f"aelab's recipe: Adam, {schedule} learning rate peaking at {peak:.2g}"
             + (f" (lr {train['lr']:g} at batch 100, square-root rule)" if train["lr_scaling"] == "sqrt" else "")
