@@ -163,7 +163,7 @@ class TrainConfig:
         _positive_float("train", "lr", self.lr)
         b2 = self.adam_beta2
         if isinstance(b2, bool) or not isinstance(b2, int | float) or not 0 <= b2 < 1:
-            _fail("train", "adam_beta2", self.adam_beta2, "a number in [0, 1), e.g. 0.999")
+            _fail("train", "adam_beta2", b2, "use a number in [0, 1), e.g. 0.99 or the lecture's 0.999")
         _int_at_least("train", "seed", self.seed, 0)
         _int_at_least("train", "eval_batch_size", self.eval_batch_size, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

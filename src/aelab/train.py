@@ -228,7 +228,7 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     """
     old, new = rec.get("train_config", {}), asdict(cfg)
     if old:  # a checkpoint written before a setting existed trained with that setting's value then
-        old = {**{k: v for k, v in TRAIN_BEFORE.items() if k in new}, **old}
+        old = {**TRAIN_BEFORE, **old}
     # with a one-cycle schedule the number of epochs sets every step's learning rate: not free to change
     free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else ("eval_batch_size",)
     changed = [k for k in new if k in old and old[k] != new[k] and k not in free]
