@@ -44,7 +44,7 @@ def main() -> None:
     folder = next((args.run / "stages" / f"ae-d{args.d}").iterdir())
     z = encode_all(load_trained(folder, (1, 28, 28))[0], to_float(load("mnist", "train").images))
     gmm = GMM()
-    sub = z[np.random.default_rng(gmm.seed).permutation(len(z))[: gmm.bic_subset]]
+    sub = gmm.split(z)[0]
     threads = blas_threads()
     ways = {f"one candidate at a time, {threads} BLAS thread(s) (the previous GMM)": (None, 1),
             "one candidate at a time, 1 BLAS thread": (1, 1),

@@ -210,9 +210,11 @@ def test_a_stage_failing_in_a_worker_raises_its_error_and_keeps_the_finished_sta
         reproduce(cfg, tmp_path / "r", progress=False, echo=lambda s: None, targets=("sweep",), jobs=0)
 
 
-def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings(tmp_path):
-    """Ctrl-C reaches the run's whole process group: the run and its worker processes stop within seconds, the
-    interrupted trainings keep their checkpoints, and a rerun resumes them."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_a_stopped_run_under_jobs_leaves_no_process_and_a_rerun_resumes_the_trainings(tmp_path, stop):
+    """Ctrl-C reaches the run's whole process group; a kill (SIGKILL to the run's process alone, as the kernel's
+    out-of-memory killer sends it) reaches its worker processes through the kernel.  Either way the run and its
+    workers stop within seconds, the interrupted trainings keep their checkpoints, and a rerun resumes them."""
     # 3 steps an epoch; 2 epochs left after the first checkpoint, so that even a fast CPU is still training when
     # the signal comes
     out, sets = tmp_path / "r", [*TINY, "train.epochs=3", "data.n_train=300"]
@@ -224,14 +226,25 @@ def test_ctrl_c_under_jobs_stops_every_process_and_a_rerun_resumes_the_trainings
     while not list(out.glob("stages/ae-d*/*.partial/checkpoints/epoch-0001.json")):
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()[0]
         time.sleep(0.05)
-    os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C does: the signal goes to every process of the group
+    if stop == "ctrl-c":
+        os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C does: the signal goes to every process of the group
+    else:
+        os.kill(child.pid, signal.SIGKILL)   # the run alone: no handler of its own can run
     t0 = time.monotonic()
-    output = child.communicate(timeout=60)[0]
+    try:
+        output = child.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # not to leave them training after the test
+        pytest.fail(f"60 s after the {stop} the run's output was still open: its worker processes were running")
     assert child.returncode != 0 and time.monotonic() - t0 < 30, output
-    assert "KeyboardInterrupt" in output or child.returncode in (130, -signal.SIGINT), output
-    time.sleep(0.5)
-    ps = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-s", str(child.pid)], capture_output=True, text=True)
-    assert [line for line in ps.stdout.splitlines() if not line.startswith("Z")] == []  # none left (zombies aside)
+    if stop == "ctrl-c":
+        assert "KeyboardInterrupt" in output or child.returncode in (130, -signal.SIGINT), output
+    left = ["unread"]
+    while left and time.monotonic() - t0 < 30:  # the workers: signalled by the kernel, gone within moments
+        time.sleep(0.5)
+        ps = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-s", str(child.pid)], capture_output=True, text=True)
+        left = [line for line in ps.stdout.splitlines() if not line.startswith("Z")]  # zombies aside
+    assert left == [], left
     lines: list[str] = []
     results = reproduce(resolve("quick", sets=sets), out, progress=False, echo=lines.append, targets=("ae-d2", "ae-d4"),
                         jobs=2)

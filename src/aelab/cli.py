@@ -343,7 +343,8 @@ def interpolate_cmd(cfg, run: RunOpt = None,
 def sample_cmd(cfg, run: Annotated[Path, typer.Option("--run", help="A finished 'aelab train' run folder.")],
                density: Annotated[str, typer.Option(help="diag, full, gmm, flow or prior (VAE).")] = "diag",
                n: Annotated[int, typer.Option("-n", help="Samples to draw and score.")] = 5000,
-               components: Annotated[int | None, typer.Option(help="GMM components (default: by BIC).")] = None,
+               components: Annotated[int | None, typer.Option(
+                   help="GMM components (default: by held-out likelihood).")] = None,
                out: Annotated[Path, typer.Option("--out", help="PNG grid of the first 48 samples.")] = Path(
                    "samples.png")) -> None:
     """Fit a density on the training latents of a trained model, sample, decode, and score the samples."""

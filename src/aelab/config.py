@@ -224,7 +224,8 @@ class LatentConfig:
     n_samples: int = _f(5000, "Samples drawn and scored per row.")
     n_pairs: int = _f(6, "Interpolated test pairs (rows of the figure).")
     steps: int = _f(12, "Interpolation steps from a = 0 to 1 (columns).")
-    gmm_components: int | None = _f(None, "GMM components (default: chosen by BIC).")
+    gmm_components: int | None = _f(None, "GMM components (default: chosen by held-out likelihood, see "
+                                          "aelab.latent.GMM).")
     flow_steps: int = _f(2000, "Optimisation steps of the RealNVP flow.")
     seed: int = _f(0, "Seed of the densities, samples and interpolation pairs.")
 

@@ -8,7 +8,7 @@ Densities share scikit-learn's vocabulary: ``fit(z) -> self``, ``sample(n, seed)
 
     diag   N(m, diag s^2)                      the lecture's "Results :("
     full   N(m, S), full covariance
-    gmm    mixture of full Gaussians (scikit-learn), components given or chosen by BIC
+    gmm    mixture of full Gaussians (scikit-learn), components given or chosen by held-out likelihood
     flow   RealNVP (Dinh et al., 2017): affine coupling layers trained by maximum likelihood
     prior  N(0, I): a VAE's prior, nothing to fit
 """
@@ -123,12 +123,17 @@ def blas_threads() -> int:
 
 
 class GMM:
-    """Mixture of full-covariance Gaussians; ``n_components=None`` picks it by BIC among ``candidates``.
+    """Mixture of full-covariance Gaussians; ``n_components=None`` picks it among ``candidates`` by held-out
+    likelihood.
 
-    BIC is computed on (at most) ``bic_subset`` training latents to keep the search fast; the chosen
-    mixture is then refitted on all of them, EM starting from its subset fit rather than from a cold start
-    (fewer iterations, the same optimum; docs/latent-gmm.json: the d = 32 GMM of the default study 117 s
-    instead of 193 s).
+    The search fits every candidate on (at most) ``subset`` training latents and scores each on (at most)
+    ``held_out`` others, a fifth of them at most, never seen by the fit (``split``); the candidate with the
+    highest mean held-out log-likelihood wins.  (BIC on the subset, which chose until 2026-12-06 and is still
+    recorded in ``bic_``, charges every full covariance its d(d + 1)/2 parameters, and at d = 32 it chose 20
+    components where the samples of 40 had a lower FID: docs/benchmarks.md, "The GMM's number of
+    components".)  The chosen mixture is then refitted on all latents, EM starting from its subset fit rather
+    than from a cold start (fewer iterations, the same optimum; docs/latent-gmm.json: the d = 32 GMM of the
+    default study 117 s instead of 193 s).
 
     EM runs with one BLAS thread, and the candidates of the search are fitted side by side, as many at once as
     the process has BLAS threads (largest first): EM's products are skinny, (N, d) @ (d, d) for each component,
@@ -139,14 +144,26 @@ class GMM:
     """
 
     def __init__(self, n_components: int | None = None, candidates=(1, 5, 10, 20, 40, 80), seed: int = 0,
-                 bic_subset: int = 20000):
-        self.n_components, self.candidates, self.seed, self.bic_subset = n_components, candidates, seed, bic_subset
+                 subset: int = 20000, held_out: int = 10000):
+        self.n_components, self.candidates, self.seed = n_components, candidates, seed
+        self.subset, self.held_out = subset, held_out
 
     def _mixture(self, k: int, start: GaussianMixture | None = None) -> GaussianMixture:
         init = {} if start is None else dict(weights_init=start.weights_, means_init=start.means_,
                                              precisions_init=start.precisions_)
         return GaussianMixture(k, covariance_type="full", random_state=self.seed, max_iter=300, reg_covar=1e-5,
                                **init)
+
+    def split(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z: (N, d) -> (search subset, held-out latents), disjoint random rows (seeded): the subset is the first
+        min(subset, N - n_held) of a permutation, the held-out the n_held = min(held_out, N // 5) after it."""
+        if len(z) < 5:
+            raise ConfigError(f"a GMM whose components are chosen needs at least 5 training latents, got {len(z)}; "
+                              "fit it on more data or give its number of components (latent.gmm_components)")
+        perm = np.random.default_rng(self.seed).permutation(len(z))
+        n_held = min(self.held_out, len(z) // 5)
+        n_sub = min(self.subset, len(z) - n_held)
+        return z[perm[:n_sub]], z[perm[n_sub:n_sub + n_held]]
 
     def search(self, sub: np.ndarray, workers: int) -> dict[int, GaussianMixture]:
         """Every candidate (below len(sub)) fitted on ``sub``: (n, d), ``workers`` at a time, the largest first
@@ -156,15 +173,17 @@ class GMM:
             return dict(zip(order, pool.map(lambda c: self._mixture(c).fit(sub), order), strict=True))
 
     def fit(self, z: np.ndarray) -> GMM:
+        """z: (N, d) training latents."""
         k, start = self.n_components, None
         workers = blas_threads()
         with threadpool_limits(1, user_api="blas"):
             if k is None:
-                sub = z[np.random.default_rng(self.seed).permutation(len(z))[: self.bic_subset]]
+                sub, held = self.split(z)
                 fits = self.search(sub, workers)
+                self.held_out_loglik_ = {c: float(fits[c].score(held)) for c in sorted(fits)}
                 self.bic_ = {c: float(fits[c].bic(sub)) for c in sorted(fits)}
-                k = min(self.bic_, key=self.bic_.get)
-                start = fits[k] if len(sub) < len(z) else None
+                k = max(self.held_out_loglik_, key=self.held_out_loglik_.get)
+                start = fits[k]
             self.model_ = self._mixture(k, start).fit(z)
         self.n_components_ = k
         return self

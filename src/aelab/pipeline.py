@@ -255,8 +255,9 @@ def latent_part_stage(cfg: Config, d: int) -> Stage:
         return {"rows": rows, "figures": [dataclasses.asdict(f) for f in figures]}
 
     settings = {k: v for k, v in to_dict(lat).items() if k not in ("dims", "vaes")}  # what one d reads
+    # version 2: the GMM's components chosen by held-out likelihood instead of BIC
     return Stage(f"latent-d{d}", run, {"latent": settings, "d": d, "vae_betas": list(vaes)},
-                 needs=("data", "evaluator", "pca", ae, *vaes.values()))
+                 needs=("data", "evaluator", "pca", ae, *vaes.values()), version=2)
 
 
 def latent_stage(cfg: Config) -> Stage:

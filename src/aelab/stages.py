@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,8 +172,6 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from aelab import threads as thread_share
-
     store = Path(store)
     all_keys = keys(stages)
     todo = {s.name: s for s in stages if not is_complete(stage_dir(store, s.name, all_keys[s.name]))}
@@ -182,8 +181,8 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
     failure: BaseException | None = None
     ctx = multiprocessing.get_context("spawn")
     share_now = ctx.Value("i", threads, lock=False)  # the threads each running stage may use now
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=thread_share.share_with,
-                             initargs=(share_now,)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
+                             initargs=(share_now, os.getpid())) as pool:
         for _ in range(min(jobs, len(todo))):  # start the processes together (a few seconds of imports each)
             pool.submit(_started, worker)
         while running or (todo and failure is None):
@@ -211,6 +210,26 @@ def run_parallel(stages: list[Stage], store: str | Path, jobs: int, worker: Call
     if failure is not None:
         raise failure
     return done
+
+
+def _worker_start(share, parent: int) -> None:
+    """A worker process's initializer: it follows ``share`` of the threads (``aelab.threads``), and it ends with
+    the run, however the run ends.  Ctrl-C reaches the whole process group, but a run killed alone (``kill PID``,
+    a scheduler's time limit, the kernel's out-of-memory killer) would leave its workers training on: a rerun
+    would then start a second writer into the same ``.partial`` folder once the run's lock was gone with it.
+    On Linux the kernel sends the worker SIGTERM when the run's process ends (PR_SET_PDEATHSIG); elsewhere the
+    worker checks nothing more than that the run was still there when it started."""
+    from aelab import threads
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the run ended before the request above was made: nothing would signal us
+        os._exit(1)
+    threads.share_with(share)
 
 
 def _started(_worker: Callable) -> None:
