@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from aelab import ops
+from aelab.io import atomic_write_text
 from aelab.models import AutoEncoder
 from aelab.models.summary import layer_table
 from aelab.recipe import ALLOCATOR_ENV
@@ -213,11 +214,14 @@ def main() -> None:
     _write(results, args.out)
 
 
-def _write(results: dict, out: Path | None) -> None:
+def _write(results: dict, out: Path | None, quiet: bool = False) -> None:
+    """Print ``results`` as JSON (unless ``quiet``) and write them to ``out`` atomically: a run stopped while
+    writing leaves the file it had before, never half of one."""
     text = json.dumps(results, indent=2)
-    print(text)
+    if not quiet:
+        print(text)
     if out:
-        out.write_text(text + "\n")
+        atomic_write_text(out, text + "\n")
 
 
 def cpu_flags() -> list[str]:

@@ -91,13 +91,20 @@ def main() -> None:
                 "precision_run": history.precision["precision"], "taps": history.kernels["layers"]})
             print(f"{name} seed {seed}: test MSE {s['test_mse']:.5f}, digit kept {s['digit_kept']:.4f}"
                   f"{' COLLAPSED' if rows[-1]['collapsed'] else ''} ({seconds:.0f} s)", flush=True)
+            # after every run, so that a trial stopped early keeps what it finished ("complete": false)
+            _write(record(args, recipes, precision, mean_mse, rows, complete=False), args.out, quiet=True)
+    _write(record(args, recipes, precision, mean_mse, rows, complete=True), args.out)
+
+
+def record(args, recipes: dict, precision: dict, mean_mse: float, rows: list[dict], complete: bool) -> dict:
+    """The trial's JSON record: its settings, the runs so far and a summary per recipe."""
     summary = {name: {"collapsed": sum(r["collapsed"] for r in rows if r["recipe"] == name),
                       "runs": sum(r["recipe"] == name for r in rows),
                       "median_test_mse_not_collapsed": statistics.median(
                           [r["test_mse"] for r in rows if r["recipe"] == name and not r["collapsed"]] or [None])}
                for name in recipes}
-    _write({"environment": environment(), "n_train": args.n_train, "epochs": args.epochs,
-            "precision": precision, "mean_image_test_mse": mean_mse, "summary": summary, "rows": rows}, args.out)
+    return {"environment": environment(), "n_train": args.n_train, "epochs": args.epochs, "complete": complete,
+            "precision": precision, "mean_image_test_mse": mean_mse, "summary": summary, "rows": rows}
 
 
 if __name__ == "__main__":
