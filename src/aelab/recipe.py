@@ -101,7 +101,7 @@ def native_bf16(device: torch.device) -> bool | None:
     return any(check() for check in checks)
 
 
-HOPELESS = BF16_MIN_SPEEDUP / 2  # a first pair this far below the bar ends the measurement
+HOPELESS = BF16_MIN_SPEEDUP / 2  # two first pairs this far below the bar end the measurement
 
 
 def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: torch.device,
@@ -109,8 +109,10 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     """Time forward + backward of ``loss_fn(model, x)`` in fp32 and under bf16 autocast, alternating the two
     step by step (one warm-up step each, then ``steps`` pairs whose order flips from pair to pair), and choose
     bf16 when the median of the pairs' fp32 / bf16 time ratios is at least ``BF16_MIN_SPEEDUP``.  When the first
-    pair's ratio is below ``HOPELESS`` (bf16 under 0.58x the speed of fp32) the measurement stops there: where
-    bf16 is emulated its steps take several times longer, and the remaining pairs would cost more than they tell.
+    two pairs' ratios are both below ``HOPELESS`` (bf16 under 0.58x the speed of fp32) the measurement stops
+    there: where bf16 is emulated its steps take several times longer, and the remaining pairs would cost more
+    than they tell.  Two pairs, in opposite orders, and not one: a single bf16 step slowed by another process
+    (on a Zen 4 with native bf16, beside two other jobs, one pair read 0.24x and chose fp32) cannot decide.
 
     Why pairs: the CPU's speed drifts, and another process can take a core for a moment; a ratio of two steps
     taken back to back is far steadier than a ratio of two blocks of steps taken one after the other (the rule of
@@ -118,7 +120,7 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
     precisions = ("fp32", "bf16") if supported else ("fp32",)
     runs: dict[str, list[float]] = {p: [] for p in precisions}
-    stopped = False  # after the first pair, bf16 far too slow
+    stopped = False  # after the first two pairs, bf16 far too slow in both
 
     def step(precision: str) -> float:
         _sync(device)
@@ -135,7 +137,8 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
         for i in range(steps):
             for precision in precisions[::-1] if i % 2 else precisions:
                 runs[precision].append(step(precision))
-            stopped = supported and i == 0 and runs["fp32"][0] / runs["bf16"][0] < HOPELESS
+            stopped = supported and i == 1 and all(
+                a / b < HOPELESS for a, b in zip(runs["fp32"], runs["bf16"], strict=True))
             if stopped:
                 break
     model.zero_grad(set_to_none=True)
@@ -146,7 +149,7 @@ def measure_precision(model: torch.nn.Module, loss_fn, x: torch.Tensor, device: 
     reason = ("bf16 autocast not supported by this GPU" if speedup is None else
               f"bf16 autocast {speedup:.2f}x the speed of fp32 on this {device.type} "
               f"({'>=' if choice == 'bf16' else '<'} {BF16_MIN_SPEEDUP}; " +
-              (f"one paired step, below {HOPELESS:.3g}: not measured further)" if stopped
+              (f"two paired steps, both below {HOPELESS:.3g}: not measured further)" if stopped
                else f"median of {steps} paired steps)"))
     return {"precision": choice, "seconds_per_step": times, "speedup": speedup, "batch": len(x), "reason": reason}
 
