@@ -37,12 +37,11 @@ def candidates_at(z: np.ndarray, z_test: np.ndarray, ref, codec, n_samples: int)
         fits = gmm.search(sub, 2)
         for c in sorted(fits):
             t0 = time.perf_counter()
-            full = gmm._mixture(c, fits[c]).fit(z)
-            full.random_state = 0
-            samples, _ = full.sample(n_samples)
-            x = decode_all(codec, samples[np.random.default_rng(0).permutation(n_samples)])
+            full = GMM(n_components=c)
+            full.model_ = gmm._mixture(c, fits[c]).fit(z)   # the refit GMM.fit makes of its choice
+            x = decode_all(codec, full.sample(n_samples, seed=0))
             out[c] = {"bic": float(fits[c].bic(sub)), "held_out_loglik": float(fits[c].score(held)),
-                      "test_loglik": float(full.score(z_test)), **sample_scores(ref, x),
+                      "test_loglik": float(full.log_prob(z_test).mean()), **sample_scores(ref, x),
                       "refit_and_score_s": time.perf_counter() - t0}
             print(f"  {c:3d} components: {out[c]}", flush=True)
     return {"subset": len(sub), "held_out": len(held), "candidates": out,
