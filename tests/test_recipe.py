@@ -23,18 +23,26 @@ from aelab.recipe import HOPELESS, effective_lr, lr_at, measure_precision
 from aelab.train import fit, training_loss
 
 
-@pytest.mark.parametrize("total", [10, 37, 600])
-def test_one_cycle_is_pytorchs_one_cycle_lr(total):
+@pytest.mark.parametrize("schedule,strategy", [("onecycle", "cos"), ("onecycle-linear", "linear")])
+@pytest.mark.parametrize("total,warmup", [(10, 0.3), (37, 0.3), (600, 0.3), (600, 0.05), (2400, 0.1)])
+def test_one_cycle_is_pytorchs_one_cycle_lr(total, warmup, schedule, strategy):
     params = [torch.nn.Parameter(torch.zeros(1))]
     opt = torch.optim.Adam(params, lr=0.004)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.004, total_steps=total, cycle_momentum=False)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.004, total_steps=total, cycle_momentum=False,
+                                                pct_start=warmup, anneal_strategy=strategy)
     expected = []
     for _ in range(total):
         expected.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert [lr_at(0.004, "onecycle", t, total) for t in range(total)] == pytest.approx(expected, rel=1e-12)
+    assert [lr_at(0.004, schedule, t, total, warmup) for t in range(total)] == pytest.approx(expected, rel=1e-12)
     assert lr_at(0.004, "constant", 5, total) == 0.004
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 1.5, -0.1, True, "0.3"])
+def test_a_warm_up_share_outside_zero_to_one_is_refused(warmup):
+    with pytest.raises(ConfigError, match=r"train\.warmup .* share of the steps in \(0, 1\)"):
+        TrainConfig(warmup=warmup)
 
 
 def test_the_square_root_batch_rule():

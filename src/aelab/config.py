@@ -54,6 +54,13 @@ def _positive_float(section: str, name: str, value: Any) -> None:
         _fail(section, name, value, "use a finite number > 0")
 
 
+def _share(section: str, name: str, value: Any, zero_ok: bool, accepted: str) -> None:
+    """value a number in [0, 1) (in (0, 1) unless ``zero_ok``), else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < 1) or (
+            value == 0 and not zero_ok):
+        _fail(section, name, value, accepted)
+
+
 def _one_of(section: str, name: str, value: Any, choices) -> None:
     if value not in choices:
         _fail(section, name, value, f"choose one of {', '.join(map(str, choices))}")
@@ -139,8 +146,10 @@ class TrainConfig:
     channels_last: bool = _f(True, "channels_last memory format on CPU (faster convolutions, same results "
                                    "up to rounding).")
     eval_batch_size: int = _f(1000, "Batch size of the per-epoch test evaluation.")
-    schedule: str = _f("onecycle", "Learning-rate schedule: constant (the lecture's) or onecycle (warm-up to lr, "
-                                   "cosine down; see aelab.recipe).")
+    schedule: str = _f("onecycle", "Learning-rate schedule: constant (the lecture's), onecycle (warm-up to lr, "
+                                   "cosine down; see aelab.recipe) or onecycle-linear (both along straight lines).")
+    warmup: float = _f(0.3, "Share of the steps over which a one-cycle rate rises to its peak (OneCycleLR's "
+                            "pct_start).")
     lr_scaling: str = _f("sqrt", "none: lr as given; sqrt: lr is the rate at batch 100, batch B uses "
                                  "lr*sqrt(B/100).")
     precision: str = _f("auto", "fp32, bf16 (autocast, fp32 weights) or auto (bf16 only where a short "
@@ -161,9 +170,10 @@ class TrainConfig:
         _int_at_least("train", "epochs", self.epochs, 1)
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)
-        b2 = self.adam_beta2
-        if isinstance(b2, bool) or not isinstance(b2, int | float) or not 0 <= b2 < 1:
-            _fail("train", "adam_beta2", b2, "use a number in [0, 1), e.g. 0.99 or the lecture's 0.999")
+        _share("train", "warmup", self.warmup, False, "use a share of the steps in (0, 1), e.g. "
+               "OneCycleLR's 0.3")
+        _share("train", "adam_beta2", self.adam_beta2, True, "use a number in [0, 1), e.g. 0.99 or the lecture's "
+               "0.999")
         _int_at_least("train", "seed", self.seed, 0)
         _int_at_least("train", "eval_batch_size", self.eval_batch_size, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -175,7 +185,8 @@ class TrainConfig:
 LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "adam_beta2": 0.999, "schedule": "constant", "lr_scaling": "none",
                   "precision": "fp32"}
 # What a record written before a train setting existed trained with: the value that setting's default had then.
-TRAIN_BEFORE = {"schedule": "constant", "lr_scaling": "none", "precision": "fp32", "adam_beta2": 0.999}
+TRAIN_BEFORE = {"schedule": "constant", "lr_scaling": "none", "precision": "fp32", "adam_beta2": 0.999,
+                "warmup": 0.3}
 
 
 def lecture_train(**changes: Any) -> TrainConfig:

@@ -3,8 +3,9 @@
 The lecture's recipe is Adam at a constant 1e-3, batch 100, fp32 (``--preset lecture``: schedule "constant",
 lr_scaling "none", precision "fp32").  The other settings are measured choices (docs/benchmarks.md):
 
-- ``schedule = "onecycle"``: the learning rate rises from lr/25 to lr over the first 30 % of the steps and anneals
-  to lr/25e4 (cosine) — torch.optim.lr_scheduler.OneCycleLR's defaults, without momentum cycling.  Computed
+- ``schedule = "onecycle"``: the learning rate rises from lr/25 to lr over the first 30 % of the steps
+  (``warmup = 0.3``) and anneals to lr/25e4 (cosine) — torch.optim.lr_scheduler.OneCycleLR's defaults, without
+  momentum cycling; "onecycle-linear" is the same along straight lines.  Computed
   from the step number alone, so a resumed run continues exactly (no scheduler state to store).  The peak,
   8e-3 at batch 100, and batch 50 were chosen over 1.2e-2 at batch 100, which collapsed to the mean image for
   one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
@@ -47,7 +48,7 @@ from contextlib import nullcontext
 
 import torch
 
-SCHEDULES = ("constant", "onecycle")
+SCHEDULES = ("constant", "onecycle", "onecycle-linear")
 LR_SCALINGS = ("none", "sqrt")
 PRECISIONS = ("auto", "fp32", "bf16")
 REFERENCE_BATCH = 100  # the lecture's batch: train.lr is the rate at this batch size
@@ -59,16 +60,21 @@ def effective_lr(lr: float, batch_size: int, scaling: str) -> float:
     return lr * math.sqrt(batch_size / REFERENCE_BATCH) if scaling == "sqrt" else lr
 
 
-def lr_at(peak: float, schedule: str, step: int, total: int, pct_start: float = 0.3, div_factor: float = 25.0,
+def lr_at(peak: float, schedule: str, step: int, total: int, warmup: float = 0.3, div_factor: float = 25.0,
           final_div_factor: float = 1e4) -> float:
-    """The learning rate of optimizer step ``step`` (0-based) of ``total``; one-cycle as OneCycleLR computes it."""
+    """The learning rate of optimizer step ``step`` (0-based) of ``total``, as OneCycleLR computes it (its
+    ``pct_start`` is ``warmup``, the share of the steps spent rising from peak / div_factor to the peak):
+    "onecycle" rises and falls along cosines, "onecycle-linear" along straight lines (OneCycleLR's
+    ``anneal_strategy="linear"``), both down to peak / (div_factor * final_div_factor); "constant" is the peak."""
     if schedule == "constant":
         return peak
     initial = peak / div_factor
     final = initial / final_div_factor
-    up_end = float(pct_start * total) - 1
+    up_end = float(warmup * total) - 1
 
     def anneal(start: float, end: float, pct: float) -> float:
+        if schedule == "onecycle-linear":
+            return start + (end - start) * pct
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
     if step <= up_end:
@@ -211,7 +217,9 @@ def describe(train: dict) -> str:
     if lecture:
         return head + "the lecture's recipe: Adam at a constant 1e-3, fp32"
     peak = effective_lr(train["lr"], train["batch_size"], train["lr_scaling"])
-    schedule = "one-cycle (OneCycleLR's shape)" if train["schedule"] == "onecycle" else "constant"
+    schedule = {"onecycle": f"one-cycle (OneCycleLR's shape, {train['warmup']:g} of the steps rising)",
+                "onecycle-linear": f"one-cycle along straight lines ({train['warmup']:g} of the steps rising)"
+                }.get(train["schedule"], "constant")
     return (head + f"aelab's recipe: Adam, {schedule} learning rate peaking at {peak:.2g}"
             + (f" (lr {train['lr']:g} at batch 100, square-root rule)" if train["lr_scaling"] == "sqrt" else "")
             + f", beta2 {train['adam_beta2']:g}, precision {train['precision']}")

@@ -358,7 +358,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     history.mean_image_mse = float((train_x.mean(0, keepdim=True) - test_x).pow(2).mean())
 
     def lr_of(epoch: int, step: int) -> float:
-        return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
+        return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch, cfg.warmup)
 
     # one graph for the whole run: recorded in the first epoch trained, replayed in every later one
     step_fn = cudagraph.GraphedStep(model, optimizer, training_loss) if not_graphed is None else None
