@@ -83,6 +83,22 @@ def test_rerun_reuses_every_stage_and_a_changed_setting_recomputes_only_its_depe
     assert {s for _, s, _ in plan_status(tiny(), run)} == {"reuse"}
 
 
+@SHARED_RUN
+def test_a_setting_added_since_keeps_the_keys_of_earlier_caches_until_it_is_changed(run):
+    from aelab.config import to_dict
+    from aelab.pipeline import train_stage
+
+    cfg = tiny()
+    # the train settings an earlier version keyed a training stage by: all of today's but train.warmup
+    before = {k: v for k, v in to_dict(cfg.train).items() if k != "warmup"}
+    assert train_stage(cfg, cfg.model).config["train"] == before
+    assert {s for _, s, _ in plan_status(tiny("train.warmup=0.3"), run)} == {"reuse"}
+    # another warm-up share is another schedule: every model and what reads one, as for another rate
+    warm = {n for n, s, _ in plan_status(tiny("train.warmup=0.1"), run) if s != "reuse"}
+    assert warm == {n for n, s, _ in plan_status(tiny("train.lr=0.002"), run) if s != "reuse"}
+    assert train_stage(tiny("train.warmup=0.1"), cfg.model).config["train"]["warmup"] == 0.1
+
+
 TAPS = r"(, [\w.]+(, [\w.]+)* by taps)?"  # aelab.report.ran_on's end when some layers ran by taps
 
 

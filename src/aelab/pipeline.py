@@ -168,10 +168,21 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
 
     from aelab.models.decoders import VERSIONS
 
-    key = {"model": to_dict(m), "train": to_dict(tc), "data": to_dict(data)}
+    key = {"model": to_dict(m), "train": train_key(tc), "data": to_dict(data)}
     if corruption is not None:
         key["corruption"] = corruption
     return Stage(name, run, key, needs=("data",), resumable=True, version=VERSIONS[m.decoder], collective=True)
+
+
+# Train settings added since studies were cached, with the value every earlier run trained with: a stage's key
+# leaves such a setting out while it has that value, so that a cache made before the setting existed stays valid
+# (the run's record, run.json, still states it).
+KEY_NEUTRAL = {"warmup": 0.3}
+
+
+def train_key(tc: TrainConfig) -> dict[str, Any]:
+    """The train settings a training stage's key is made of: ``to_dict(tc)`` less those at their KEY_NEUTRAL value."""
+    return {k: v for k, v in to_dict(tc).items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
 
 
 def pca_stage(cfg: Config, dims: list[int]) -> Stage:
