@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aelab.config import Config, DataConfig, ModelConfig, TrainConfig, to_dict, to_toml
+from aelab.config import TRAIN_BEFORE, Config, DataConfig, ModelConfig, TrainConfig, to_dict, to_toml
 from aelab.data import to_float
 from aelab.errors import ConfigError
 from aelab.experiments import (
@@ -177,7 +177,7 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
 # Train settings added since studies were cached, with the value every earlier run trained with: a stage's key
 # leaves such a setting out while it has that value, so that a cache made before the setting existed stays valid
 # (the run's record, run.json, still states it).
-KEY_NEUTRAL = {"warmup": 0.3}
+KEY_NEUTRAL = {k: TRAIN_BEFORE[k] for k in ("warmup",)}
 
 
 def train_key(tc: TrainConfig) -> dict[str, Any]:
