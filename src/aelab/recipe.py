@@ -5,7 +5,8 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 
 - ``schedule = "onecycle"``: the learning rate rises from lr/25 to lr over the first 30 % of the steps
   (``warmup = 0.3``) and anneals to lr/25e4 (cosine) — torch.optim.lr_scheduler.OneCycleLR's defaults, without
-  momentum cycling; "onecycle-linear" is the same along straight lines.  Computed
+  momentum cycling; "onecycle-linear" is the same along straight lines (in 2 epochs neither it nor a warm-up of
+  0.1 reached the target reliably: docs/benchmarks.md, "The schedule's shape in 2 epochs").  Computed
   from the step number alone, so a resumed run continues exactly (no scheduler state to store).  The peak,
   8e-3 at batch 100, and batch 50 were chosen over 1.2e-2 at batch 100, which collapsed to the mean image for
   one of three seeds on the full 60000 digits (docs/benchmarks.md, "How the default recipe was chosen").
