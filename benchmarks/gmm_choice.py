@@ -8,11 +8,12 @@ refits its choice) and sampled and scored as the latent study scores its rows (5
 training digits' classifier features, seed 0), with its mean test log-likelihood.  The sample FID of every
 candidate is the independent truth a rule of choice is judged by.  Every fit runs on one BLAS thread, one at a
 time, and its seconds and EM iterations are recorded.  ``--candidates`` fits other numbers of components than the
-study's; ``--refit-caps 0,5,10`` also refits the held-out choice for at most that many EM iterations (0: the
-subset fit itself, not refitted) and scores each beside the converged refit.
+study's, ``--subset`` fits them on another number of latents; ``--refit-caps 0,5,10`` also refits the held-out
+choice for at most that many EM iterations (0: the subset fit itself, not refitted) and scores each beside the
+converged refit.
 
     python benchmarks/gmm_choice.py runs/zen4-beta2 [--dims 8,16,32] [--candidates 1,5,10,20,40,80]
-        [--refit-caps 0,5,10,20] [--out docs/gmm-choice-zen4.json]
+        [--subset 20000] [--refit-caps 0,5,10,20] [--out docs/gmm-choice-zen4.json]
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from aelab.runs import environment
 
 
 def candidates_at(z: np.ndarray, z_test: np.ndarray, ref, codec, n_samples: int, candidates: tuple[int, ...],
-                  refit_caps: tuple[int, ...]) -> dict:
-    gmm = GMM(candidates=candidates)
+                  refit_caps: tuple[int, ...], subset: int) -> dict:
+    gmm = GMM(candidates=candidates, subset=subset)
     sub, held = gmm.split(z)
     out, capped = {}, {}
 
@@ -77,6 +78,8 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=5000)
     ap.add_argument("--candidates", default=",".join(map(str, GMM().candidates)),
                     help="numbers of components to fit (default: the study's)")
+    ap.add_argument("--subset", type=int, default=GMM().subset, help="latents each candidate is fitted on "
+                    "(default: the study's; 50000 or more: every training latent outside the held-out ones)")
     ap.add_argument("--refit-caps", default="", help="e.g. 0,5,10,20: the held-out choice refitted for at most "
                     "that many EM iterations (0: not refitted), scored beside its converged refit")
     ap.add_argument("--out", type=Path, default=None)
@@ -91,7 +94,7 @@ def main() -> None:
         print(f"d = {d} ({folder})", flush=True)
         result["dims"][d] = {"stage": str(folder), **candidates_at(
             z, z_test, ref, codec, args.n_samples, tuple(int(c) for c in args.candidates.split(",")),
-            tuple(int(c) for c in args.refit_caps.split(",") if c))}
+            tuple(int(c) for c in args.refit_caps.split(",") if c), args.subset)}
     _write(result, args.out)
 
 
