@@ -48,16 +48,16 @@ def candidates_at(z: np.ndarray, z_test: np.ndarray, ref, codec, n_samples: int,
                 "refit_iterations": iterations}
 
     with threadpool_limits(1, user_api="blas"):
-        fits = {}
+        fits, search_s = {}, {}
         for c in sorted((c for c in candidates if c < len(sub)), reverse=True):  # one at a time: each timed alone
             t0 = time.perf_counter()
             fits[c] = gmm._mixture(c).fit(sub)
-            fits[c].search_s = time.perf_counter() - t0
+            search_s[c] = time.perf_counter() - t0
         for c in sorted(fits):
             t0 = time.perf_counter()
             refit = gmm._mixture(c, fits[c]).fit(z)   # the refit GMM.fit makes of its choice
             out[c] = {"bic": float(fits[c].bic(sub)), "held_out_loglik": float(fits[c].score(held)),
-                      "search_s": fits[c].search_s, "search_iterations": int(fits[c].n_iter_),
+                      "search_s": search_s[c], "search_iterations": int(fits[c].n_iter_),
                       **scored(refit, time.perf_counter() - t0, int(refit.n_iter_))}
             print(f"  {c:3d} components: {out[c]}", flush=True)
         chosen = max(out, key=lambda c: out[c]["held_out_loglik"])
