@@ -101,3 +101,41 @@ def test_kaiming_init_draws_each_layer_at_its_fan_and_lets_the_input_through():
     # the input (about 5e-6 of a pixel), He's keeps about 2000 times more of it (about 1e-2, the input's own 0.29;
     # 0.0098 to 0.0106 over six draws of x, so the bound is not 1e-2 itself)
     assert spread["pytorch"] < 1e-4 and spread["kaiming"] > 5e-3 and spread["kaiming"] > 1000 * spread["pytorch"]
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_warm_start_copies_every_layer_but_those_at_the_latent(kind):
+    from aelab.models import MODELS
+    from aelab.models.warm import warm_start_
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        source, model = MODELS[kind](32), MODELS[kind](8)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = warm_start_(model, source)
+    # only the encoder's last and the decoder's first layer have shapes that depend on d (a VAE's encoder gives
+    # 2d channels); their bias too where its length is d
+    assert kept == ["encoder.8.weight", "encoder.8.bias", "decoder.0.weight"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh[k] if k in kept else source.state_dict()[k]), k
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the features under the latent are the source's; so is the decoder above its first layer
+        assert torch.equal(model.encoder[:-1](x), source.encoder[:-1](x))
+        h = torch.rand(5, 32, 4, 4, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(model.decoder[1:](h), source.decoder[1:](h))
+    # the weights are copies: training the warm-started model leaves its source as it was
+    model.encoder[0].weight.data.add_(1.0)
+    assert not torch.equal(model.encoder[0].weight, source.encoder[0].weight)
+
+
+def test_warm_start_refuses_another_architecture():
+    from aelab.models import VAE
+    from aelab.models.warm import warm_start_
+
+    with pytest.raises(ConfigError, match="same kind, spec and decoder"):
+        warm_start_(AutoEncoder(8), AutoEncoder(8, decoder="resize-bilinear"))
+    with pytest.raises(ConfigError, match="only the layers at the latent"):
+        warm_start_(AutoEncoder(8), AutoEncoder(8, parse_spec("16:5:1,32:5:1,32:4:2,32:3:2,8:4:1")))
+    # the same layers at the same d: everything is copied but a VAE's last encoder layer (2d channels)
+    assert warm_start_(AutoEncoder(8), AutoEncoder(8)) == []
+    assert warm_start_(VAE(8), AutoEncoder(8)) == ["encoder.8.weight", "encoder.8.bias"]

@@ -89,14 +89,54 @@ def test_a_setting_added_since_keeps_the_keys_of_earlier_caches_until_it_is_chan
     from aelab.pipeline import train_stage
 
     cfg = tiny()
-    # the train settings an earlier version keyed a training stage by: all of today's but train.warmup
-    before = {k: v for k, v in to_dict(cfg.train).items() if k != "warmup"}
+    # the train settings an earlier version keyed a training stage by: all of today's but train.warmup and
+    # train.warm_epochs (a setting of the plan: never in a key)
+    before = {k: v for k, v in to_dict(cfg.train).items() if k not in ("warmup", "warm_epochs")}
     assert train_stage(cfg, cfg.model).config["train"] == before
     assert {s for _, s, _ in plan_status(tiny("train.warmup=0.3"), run)} == {"reuse"}
     # another warm-up share is another schedule: every model and what reads one, as for another rate
     warm = {n for n, s, _ in plan_status(tiny("train.warmup=0.1"), run) if s != "reuse"}
     assert warm == {n for n, s, _ in plan_status(tiny("train.lr=0.002"), run) if s != "reuse"}
     assert train_stage(tiny("train.warmup=0.1"), cfg.model).config["train"]["warmup"] == 0.1
+
+
+@SHARED_RUN
+def test_warm_start_trains_each_smaller_d_from_the_largest_and_recomputes_only_what_reads_them(run, tmp_path):
+    from aelab.experiments import load_trained
+    from aelab.pipeline import decoder_study_models, warm_sources
+
+    cfg = tiny("train.warm_epochs=2")  # the quick preset's models train 1 epoch; the warm-started one 2
+    assert warm_sources(tiny()) == {}
+    assert warm_sources(cfg) == {"ae-d2": "ae-d4"}  # the VAE at d = 4 is the only one of its kind: from scratch
+    assert warm_sources(tiny("train.warm_epochs=2", "latent.vaes=1@2,4,2@2", "latent.dims=2,4")) == {
+        "ae-d2": "ae-d4", "vae-d2": "vae-d4", "bvae2-d2": "vae-d4"}  # a beta-VAE from the largest VAE
+    assert warm_sources(tiny("train.warm_epochs=2", "latent.vaes=1@2,4,2@2,4", "latent.dims=2,4")) == {
+        "ae-d2": "ae-d4", "vae-d2": "vae-d4", "bvae2-d2": "bvae2-d4"}  # ... of its own beta where there is one
+    # the source, and every model that is not warm-started, keep their keys
+    assert {n for n, s, _ in plan_status(cfg, run) if s != "reuse"} == {"ae-d2", "sweep", "report"}
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    changed = statuses(reproduce(cfg, run, progress=False, echo=lambda s: None))
+    assert {n for n, s in changed.items() if s == "computed"} == {"ae-d2", "sweep", "report"}
+    folders = {n: path for n, _, path in plan_status(cfg, run)}
+    record = json.loads((folders["ae-d2"] / "run.json").read_text())["config"]
+    assert record["warm_start"] == {"from": f"ae-d4 (stage {folders['ae-d4'].name})",
+                                    "own_initial_weights": ["encoder.8.weight", "encoder.8.bias", "decoder.0.weight"]}
+    assert record["train"]["epochs"] == 2
+    assert [e["epoch"] for e in json.loads((folders["ae-d2"] / "metrics.json").read_text())["history"]] == [1, 2]
+    # it trained from the source's weights: its decoder's inner layers are nearer the trained d = 4 model's than
+    # the same layers of the d = 2 model trained from its own initial weights (seed 0 draws those layers
+    # differently at each d: they follow the d-sized ones)
+    source, warm = load_trained(folders["ae-d4"])[0], load_trained(folders["ae-d2"])[0]
+    cold = load_trained(next(p for n, _, p in plan_status(tiny(), run) if n == "ae-d2"))[0]
+    for layer in ("decoder.2.weight", "decoder.4.weight", "decoder.6.weight"):
+        near, far = (float((m.state_dict()[layer] - source.state_dict()[layer]).norm()) for m in (warm, cold))
+        assert near < 0.5 * far, layer
+    # the report says how its models were trained
+    assert "started from that one's trained weights" in (run / "report" / "results.md").read_text()
+    # the decoder study compares its families trained alike: its d = 2 transposed model is its own, from scratch
+    names = [v[0] for v in decoder_study_models(tiny("train.warm_epochs=2", "decoders.models=2x1",
+                                                     "decoders.n_train=none")).values()]
+    assert names == ["ae-d2-scratch", "ae-d2-resize-bilinear"]
 
 
 TAPS = r"(, [\w.]+(, [\w.]+)* by taps)?"  # aelab.report.ran_on's end when some layers ran by taps

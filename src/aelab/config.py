@@ -42,11 +42,13 @@ def _fail(section: str, name: str, value: Any, accepted: str) -> typing.NoReturn
     raise ConfigError(f"{section}.{name} = {value!r} is not allowed: {accepted}")
 
 
-def _int_at_least(section: str, name: str, value: Any, low: int, none_ok: bool = False) -> None:
+def _int_at_least(section: str, name: str, value: Any, low: int, none_ok: bool | str = False) -> None:
+    """none_ok: None is allowed too (a string: what none means there; True: all)."""
     if value is None and none_ok:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(section, name, value, f"use an integer >= {low}" + (" (or none for all)" if none_ok else ""))
+        meaning = none_ok if isinstance(none_ok, str) else "all"
+        _fail(section, name, value, f"use an integer >= {low}" + (f" (or none for {meaning})" if none_ok else ""))
 
 
 def _positive_float(section: str, name: str, value: Any) -> None:
@@ -136,6 +138,10 @@ class TrainConfig:
     # aelab's default recipe (benchmarks/ttq.py: the lecture recipe's 10-epoch quality in 3 epochs at batch 50); the
     # lecture's own is `--preset lecture` (10 epochs, constant 1e-3, fp32)
     epochs: int = _f(3, "Training epochs.")
+    warm_epochs: int | None = _f(2, "In a study (aelab reproduce): the epochs of each sweep and latent-study model "
+                                    "that starts from the trained model of the largest d of its kind (AE or VAE, of "
+                                    "its beta where that d has one), every layer but the two at the latent; none: "
+                                    "every model from its own initial weights for `epochs` (see aelab.models.warm).")
     batch_size: int = _f(50, "Mini-batch size.")
     lr: float = _f(8e-3, "Adam's (peak) learning rate, stated at batch 100 when lr_scaling = sqrt.")
     adam_beta2: float = _f(0.99, "Adam's second-moment decay: 0.99 averages the squared gradients over about 100 "
@@ -168,6 +174,7 @@ class TrainConfig:
         _one_of("train", "precision", self.precision, PRECISIONS)
         _one_of("train", "kernels", self.kernels, KERNELS)
         _int_at_least("train", "epochs", self.epochs, 1)
+        _int_at_least("train", "warm_epochs", self.warm_epochs, 1, none_ok="no warm start")
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)
         _share("train", "warmup", self.warmup, False, "use a share of the steps in (0, 1), e.g. "
@@ -181,12 +188,12 @@ class TrainConfig:
 
 
 # The lecture's recipe (the `lecture` preset's [train], besides its 10 epochs): constant Adam 1e-3 (PyTorch's betas),
-# batch 100, fp32.
+# batch 100, fp32, every model of a study from its own initial weights.
 LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "adam_beta2": 0.999, "schedule": "constant", "lr_scaling": "none",
-                  "precision": "fp32"}
+                  "precision": "fp32", "warm_epochs": None}
 # What a record written before a train setting existed trained with: the value that setting's default had then.
 TRAIN_BEFORE = {"schedule": "constant", "lr_scaling": "none", "precision": "fp32", "adam_beta2": 0.999,
-                "warmup": 0.3}
+                "warmup": 0.3, "warm_epochs": None}
 
 
 def lecture_train(**changes: Any) -> TrainConfig:

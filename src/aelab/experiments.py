@@ -74,12 +74,15 @@ def model_label(cfg: ModelConfig) -> str:
 
 def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, train: Dataset,
                 test: Dataset, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
-                allow_change=(), corrupt=None) -> tuple[torch.nn.Module, list[dict]]:
+                allow_change=(), corrupt=None, warm: tuple[str, torch.nn.Module] | None = None
+                ) -> tuple[torch.nn.Module, list[dict]]:
     """Train one model into ``run_dir`` (run.json, a checkpoint per epoch); returns (model, per-epoch history).
 
     resume: continue from the newest checkpoint in ``run_dir`` (an interrupted run continues at its epoch);
     allow_change: train fields a resume may change (see ``aelab.train.check_resume``);
-    corrupt: train a restorer on (corrupt(x), x) pairs (``aelab.corruptions``), recorded with the run.
+    corrupt: train a restorer on (corrupt(x), x) pairs (``aelab.corruptions``), recorded with the run;
+    warm: (what it is, a trained model): start from its weights, all but the layers at the latent whose shape
+    differs (``aelab.models.warm``), recorded with the run.
     """
     run_dir = Path(run_dir)
     model = build_model(model_cfg, train.shape, train_cfg.seed)
@@ -87,6 +90,10 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
               "effective_spec": ",".join(map(str, model.spec))}  # the last layer carries d
     if corrupt is not None:
         config["corruption"] = str(corrupt)
+    if warm is not None:  # a resumed run then loads its checkpoint over these weights
+        from aelab.models.warm import warm_start_
+
+        config["warm_start"] = {"from": warm[0], "own_initial_weights": warm_start_(model, warm[1])}
     hashes = data_hashes(data_cfg, train, test)
     from aelab import distributed
 

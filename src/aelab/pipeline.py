@@ -138,9 +138,10 @@ def evaluator_stage(cfg: Config) -> Stage:
 
 
 def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data: DataConfig | None = None,
-                name: str | None = None, corruption: str | None = None) -> Stage:
+                name: str | None = None, corruption: str | None = None, warm_from: str | None = None) -> Stage:
     """Train model ``m`` with ``tc`` (default cfg.train) on ``data`` (default cfg.data); with a corruption
-    (``aelab.corruptions``), a restorer on (corrupted x, clean x) pairs."""
+    (``aelab.corruptions``), a restorer on (corrupted x, clean x) pairs; with ``warm_from`` (a training stage's
+    name), starting from that stage's trained weights (``aelab.models.warm``)."""
     tc, data = tc or cfg.train, data or cfg.data
     name = name or model_stage_name(m)
     corrupt = None
@@ -154,8 +155,13 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
         if ctx.progress:
             print(f"  training {model_label(m)} d = {m.d} ({m.decoder} decoder, seed {tc.seed}): {tc.epochs} "
                   f"epoch(s) on {len(train)} images")
+        warm = None
+        if warm_from is not None:
+            warm = (f"{warm_from} (stage {ctx.inputs[warm_from].name})", _model(ctx, warm_from, train.shape))
+            if ctx.progress:
+                print(f"    starting from {warm_from}'s trained weights")
         _, history = train_model(m, tc, data, train, test, ctx.out, resume=True, progress=ctx.progress,
-                                 corrupt=corrupt)
+                                 corrupt=corrupt, warm=warm)
         from aelab import distributed
 
         if not distributed.is_main():  # rank 0 keeps the record
@@ -171,18 +177,51 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
     key = {"model": to_dict(m), "train": train_key(tc), "data": to_dict(data)}
     if corruption is not None:
         key["corruption"] = corruption
-    return Stage(name, run, key, needs=("data",), resumable=True, version=VERSIONS[m.decoder], collective=True)
+    if warm_from is not None:  # the source's own key joins this one through needs
+        key["warm_from"] = warm_from
+    needs = ("data",) if warm_from is None else ("data", warm_from)
+    return Stage(name, run, key, needs=needs, resumable=True, version=VERSIONS[m.decoder], collective=True)
 
 
 # Train settings added since studies were cached, with the value every earlier run trained with: a stage's key
 # leaves such a setting out while it has that value, so that a cache made before the setting existed stays valid
 # (the run's record, run.json, still states it).
 KEY_NEUTRAL = {k: TRAIN_BEFORE[k] for k in ("warmup",)}
+# Train settings of the study's plan, not of any one training: never in a stage's key (a warm-started stage's key
+# has its epochs and its source instead).
+PLAN_ONLY = ("warm_epochs",)
 
 
 def train_key(tc: TrainConfig) -> dict[str, Any]:
-    """The train settings a training stage's key is made of: ``to_dict(tc)`` less those at their KEY_NEUTRAL value."""
-    return {k: v for k, v in to_dict(tc).items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+    """The train settings a training stage's key is made of: ``to_dict(tc)`` less PLAN_ONLY and those at their
+    KEY_NEUTRAL value."""
+    return {k: v for k, v in to_dict(tc).items()
+            if k not in PLAN_ONLY and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+
+
+def trained_for_study(cfg: Config) -> list[ModelConfig]:
+    """The models the sweep and the latent study train: an AE at each of their d, the VAEs of ``latent.vaes``."""
+    ae_dims = sorted(set(cfg.sweep.dims) | set(cfg.latent.dims))
+    models = [dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0) for d in ae_dims]
+    return models + [dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta)
+                     for beta, dims in cfg.latent.vae_models for d in dims if d in cfg.latent.dims]
+
+
+def warm_sources(cfg: Config) -> dict[str, str]:
+    """stage name -> the stage it starts from, for the study's models under ``train.warm_epochs``: each starts from
+    the largest-d model of its kind (AE or VAE), of its own beta where that d has one, unless it is that model
+    itself (those train from scratch, so no source has a source); {} when warm_epochs is none.  A beta-VAE may so
+    start from a VAE: the encoder's and decoder's inner layers carry over between betas (docs/benchmarks.md, "The
+    study's models warm-started")."""
+    if cfg.train.warm_epochs is None:
+        return {}
+    models = trained_for_study(cfg)
+    out = {}
+    for m in models:
+        top = min((o for o in models if o.kind == m.kind), key=lambda o: (-o.d, o.beta != m.beta, o.beta))
+        if top != m:
+            out[model_stage_name(m)] = model_stage_name(top)
+    return out
 
 
 def pca_stage(cfg: Config, dims: list[int]) -> Stage:
@@ -358,10 +397,12 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     ``skip`` (of ``OPTIONAL_STUDIES``) are left out with the training stages only they need, and the report
     leaves their sections out."""
     ae_dims = sorted(set(cfg.sweep.dims) | set(cfg.latent.dims))
-    models = [dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0) for d in ae_dims]
-    models += [dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta)
-               for beta, dims in cfg.latent.vae_models for d in dims if d in cfg.latent.dims]
-    trainers = [train_stage(cfg, m) for m in models]
+    warm = warm_sources(cfg)
+    warm_tc = dataclasses.replace(cfg.train, epochs=cfg.train.warm_epochs or cfg.train.epochs)
+    # the sources first: a stage is planned after what it needs
+    models = sorted(trained_for_study(cfg), key=lambda m: model_stage_name(m) in warm)
+    trainers = [train_stage(cfg, m) if model_stage_name(m) not in warm else
+                train_stage(cfg, m, warm_tc, warm_from=warm[model_stage_name(m)]) for m in models]
     study_models = decoder_study_models(cfg)
     planned = {s.name for s in trainers}
     for (_family, _d, _seed), (name, m, tc, data) in study_models.items():
@@ -393,7 +434,7 @@ def without(stages: list[Stage], skip) -> list[Stage]:
 def decoder_study_models(cfg: Config) -> dict[tuple[str, int, int], tuple[str, ModelConfig, TrainConfig, DataConfig]]:
     """(family, d, seed) -> (stage name, model, train, data) of every model the decoder study trains."""
     data = dataclasses.replace(cfg.data, n_train=cfg.decoders.n_train or cfg.data.n_train)
-    out = {}
+    warm, out = warm_sources(cfg), {}
     for family in cfg.decoders.families:
         for d, n_seeds in cfg.decoders.runs:
             for k in range(n_seeds):
@@ -401,6 +442,8 @@ def decoder_study_models(cfg: Config) -> dict[tuple[str, int, int], tuple[str, M
                 tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
                 name = model_stage_name(m) + (f"-s{tc.seed}" if k else "") + (
                     f"-n{data.n_train}" if data != cfg.data else "")
+                if name in warm:  # the families are compared trained alike: not with the sweep's warm-started one
+                    name += "-scratch"
                 out[family, d, tc.seed] = (name, m, tc, data)
     return out
 

@@ -221,6 +221,10 @@ def describe(train: dict) -> str:
     schedule = {"onecycle": f"one-cycle (OneCycleLR's shape, {train['warmup']:g} of the steps rising)",
                 "onecycle-linear": f"one-cycle along straight lines ({train['warmup']:g} of the steps rising)"
                 }.get(train["schedule"], "constant")
+    warm = (f"; in the sweep and the latent study every model but the largest-d one of its kind (AE or VAE) "
+            f"started from that one's trained weights (all layers but the two at the latent) and trained "
+            f"{train['warm_epochs']} epoch(s)"
+            if train.get("warm_epochs") else "")
     return (head + f"aelab's recipe: Adam, {schedule} learning rate peaking at {peak:.2g}"
             + (f" (lr {train['lr']:g} at batch 100, square-root rule)" if train["lr_scaling"] == "sqrt" else "")
-            + f", beta2 {train['adam_beta2']:g}, precision {train['precision']}")
+            + f", beta2 {train['adam_beta2']:g}, precision {train['precision']}" + warm)

@@ -216,8 +216,9 @@ def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
 
 TEST_CORRUPTION_SEED = 10**6  # the fixed corruption of the test set (training batches use other seeds)
 
-# Settings a resume may change without changing what the finished epochs mean.
-ALWAYS_RESUMABLE = ("epochs", "eval_batch_size")
+# Settings a resume may change without changing what the finished epochs mean (warm_epochs: how a study plans its
+# trainings, not a setting of any one of them).
+ALWAYS_RESUMABLE = ("epochs", "eval_batch_size", "warm_epochs")
 
 
 def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], allow_change=()) -> list[str]:
@@ -230,7 +231,7 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     if old:  # a checkpoint written before a setting existed trained with that setting's value then
         old = {**TRAIN_BEFORE, **old}
     # with a one-cycle schedule the number of epochs sets every step's learning rate: not free to change
-    free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else ("eval_batch_size",)
+    free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else ("eval_batch_size", "warm_epochs")
     changed = [k for k in new if k in old and old[k] != new[k] and k not in free]
     allowed = {a.removeprefix("train.") for a in allow_change}
     refused = [k for k in changed if k not in allowed]
