@@ -13,7 +13,10 @@ says, and scores it the same way:
   mapped to logits (10 x_hat - 5); VAE only.
 
     python benchmarks/warm_start.py --run runs/zen4-heldout --models ae-d8,vae-d8 --start warm --epochs 1,2 \\
-        --out docs/recipe-trials/zen4-warm-start.json
+        [--compare runs/zen4-warm] --out docs/recipe-trials/zen4-warm-start.json
+
+``--compare RUN`` also scores the same models of another study (say, one whose plan warm-started them); with
+``--epochs ''`` nothing is trained.
 
 Scores, on the full test set: per-pixel MSE of the reconstruction and the digit kept (the shipped classifier);
 for a VAE also its negative ELBO and, as the latent study scores it, the FID and confident share of
@@ -103,7 +106,8 @@ def main() -> None:
     p.add_argument("--run", type=Path, required=True, help="a finished study (aelab reproduce --out RUN)")
     p.add_argument("--models", default="ae-d8", help="stage names, comma-separated")
     p.add_argument("--start", default="warm", help="warm, svd, from-ae; comma-separated")
-    p.add_argument("--epochs", default="2", help="epochs of each training, comma-separated")
+    p.add_argument("--epochs", default="2", help="epochs of each training, comma-separated; '': none")
+    p.add_argument("--compare", type=Path, help="another study whose models of these names are scored too")
     p.add_argument("--logvar", type=float, default=-4.0, help="from-ae: the initial log-variance")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
@@ -125,6 +129,10 @@ def main() -> None:
     for name in args.models.split(","):
         own, model_cfg, _ = load_trained(stage_dir(args.run, name))
         record({"model": name, "start": "the study's", **scores(own, model_cfg.kind, data, judge, ref, latent)})
+        if args.compare is not None:
+            other = load_trained(stage_dir(args.compare, name))[0]
+            record({"model": name, "start": f"the study {args.compare}'s",
+                    **scores(other, model_cfg.kind, data, judge, ref, latent)})
         for start in args.start.split(","):
             source_name = f"ae-d{model_cfg.d}" if start == "from-ae" else sources.get(name)
             if start not in ("warm", "svd", "from-ae") or source_name is None or \
@@ -132,7 +140,7 @@ def main() -> None:
                 raise SystemExit(f"--start {start} does not apply to {name} (warm: every model the default plan "
                                  f"warm-starts, {', '.join(sources)}; svd: those of them that are AEs; from-ae: VAEs)")
             source = load_trained(stage_dir(args.run, source_name))[0]
-            for epochs in map(int, args.epochs.split(",")):
+            for epochs in (int(e) for e in args.epochs.split(",") if e):
                 model = build_model(model_cfg, data[0].shape, 0)
                 if start == "from-ae":
                     from_ae_(model, source, x_train, args.logvar)

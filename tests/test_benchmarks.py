@@ -150,3 +150,26 @@ def test_the_fft_transposed_convolutions_of_the_layer_benchmark_are_pytorchs(way
     for a, t in zip(mine, truth, strict=True):
         assert a.shape == t.shape
         assert float((a.double() - t).abs().max()) < 1e-5 * float(t.abs().max())
+
+
+def test_the_warm_start_benchmarks_projected_bottleneck_gives_the_projected_code():
+    """benchmarks/warm_start.py's svd start: the d = 2 model's code is the d = 4 source's code projected on the
+    top-2 right singular vectors of the source's codes (the encoder's last layer is linear), x: (N, 1, 28, 28)."""
+    import torch
+
+    from aelab.models import AutoEncoder
+
+    warm_start = pytest.importorskip("warm_start")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        source, model = AutoEncoder(4), AutoEncoder(2)
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    warm_start.warm_start_(model, source)
+    warm_start.svd_bottleneck_(model, source, x)
+    with torch.no_grad():
+        z = source.encode(x)
+        p = torch.linalg.svd(z.double(), full_matrices=False)[2][:2].float()  # (2, 4), each row up to its sign
+        torch.testing.assert_close(model.encode(x).abs(), (z @ p.T).abs(), rtol=1e-4, atol=1e-5)
+        # and the decoder's first layer reads the code as the source's reads its projection back (p.T p: no sign)
+        h = model.decoder[0](model.encode(x)[:, :, None, None])
+        torch.testing.assert_close(h, source.decoder[0]((z @ p.T @ p)[:, :, None, None]), rtol=1e-4, atol=1e-5)

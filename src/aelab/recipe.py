@@ -33,6 +33,11 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
 - ``kernels = "auto"``: in fp32 on a CPU the decoder's last layer, into the image's channel, runs by a matrix
   product and shifted adds where a short measurement shows its forward faster than oneDNN's (``aelab.kernels``;
   ``fit`` 1.036x in fp32 on an avx512 Xeon: docs/benchmarks-amx-kernels.json); recorded with the run.
+- ``warm_epochs = 2`` (a study's plan, ``aelab.pipeline.warm_sources``): in the sweep and the latent study each
+  model but the largest-d one of its kind starts from that one's trained weights, all layers but the two at the
+  latent (``aelab.models.warm``), and trains 2 epochs instead of 3: a study of the sweep and latent study 0.79x
+  the wall on an AMD EPYC Zen 4, test MSE within 1.9 % at every d (docs/benchmarks.md, "The study's models
+  warm-started"); 1 epoch missed the target.  ``aelab train`` trains one model, from its own initial weights.
 - freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
   megabytes of activations of every step back to the system and takes them again, page by page, the next step.
 """
