@@ -89,9 +89,9 @@ def test_a_setting_added_since_keeps_the_keys_of_earlier_caches_until_it_is_chan
     from aelab.pipeline import train_stage
 
     cfg = tiny()
-    # the train settings an earlier version keyed a training stage by: all of today's but train.warmup and
-    # train.warm_epochs (a setting of the plan: never in a key)
-    before = {k: v for k, v in to_dict(cfg.train).items() if k not in ("warmup", "warm_epochs")}
+    # the train settings an earlier version keyed a training stage by: all of today's but train.warmup,
+    # train.warm_epochs and train.eval_subset (never in a key: they change no weights)
+    before = {k: v for k, v in to_dict(cfg.train).items() if k not in ("warmup", "warm_epochs", "eval_subset")}
     assert train_stage(cfg, cfg.model).config["train"] == before
     assert {s for _, s, _ in plan_status(tiny("train.warmup=0.3"), run)} == {"reuse"}
     # another warm-up share is another schedule: every model and what reads one, as for another rate

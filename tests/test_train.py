@@ -137,6 +137,24 @@ def test_resumed_run_continues_from_the_same_state(small, tmp_path):
     assert [e["train_loss"] for e in h_resumed.epochs] == [e["train_loss"] for e in h_straight.epochs]
 
 
+def test_epochs_before_the_last_are_scored_on_the_first_eval_subset_test_images_the_last_on_all(small, tmp_path):
+    train_x, test_x = small[0][:300], small[1][:100]
+    model = _model()
+    h = fit(model, train_x, test_x, lecture_train(epochs=2, eval_subset=40), tmp_path, progress=False)
+    assert [e["test_images"] for e in h.epochs] == [40, 100]
+
+    def mse(m, x):  # the truth, by PyTorch's own operators
+        with torch.no_grad():
+            return float((m(x) - x).pow(2).mean())
+
+    first = load_model_weights(tmp_path / "checkpoints" / "epoch-0001.safetensors", _model(seed=5))
+    assert h.epochs[0]["test_mse"] == pytest.approx(mse(first, test_x[:40]), rel=1e-5)
+    assert h.epochs[1]["test_mse"] == pytest.approx(mse(model, test_x), rel=1e-5)
+    # none: every epoch on the whole test set
+    h = fit(_model(), train_x, test_x, lecture_train(epochs=2, eval_subset=None), progress=False)
+    assert [e["test_images"] for e in h.epochs] == [100, 100]
+
+
 def test_checkpoint_round_trip(small, tmp_path):
     model = _model()
     fit(model, small[0][:300], small[1][:50], lecture_train(epochs=1), tmp_path, progress=False,

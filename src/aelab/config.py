@@ -152,6 +152,8 @@ class TrainConfig:
     channels_last: bool = _f(True, "channels_last memory format on CPU (faster convolutions, same results "
                                    "up to rounding).")
     eval_batch_size: int = _f(1000, "Batch size of the per-epoch test evaluation.")
+    eval_subset: int | None = _f(2000, "Test images scored after each epoch but the last (the first N; none: all): "
+                                       "the last epoch is always scored on the whole test set.")
     schedule: str = _f("onecycle", "Learning-rate schedule: constant (the lecture's), onecycle (warm-up to lr, "
                                    "cosine down; see aelab.recipe) or onecycle-linear (both along straight lines).")
     warmup: float = _f(0.3, "Share of the steps over which a one-cycle rate rises to its peak (OneCycleLR's "
@@ -183,6 +185,7 @@ class TrainConfig:
                "0.999")
         _int_at_least("train", "seed", self.seed, 0)
         _int_at_least("train", "eval_batch_size", self.eval_batch_size, 1)
+        _int_at_least("train", "eval_subset", self.eval_subset, 1, none_ok="every epoch on the whole test set")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             _fail("train", "device", self.device, "use auto, cpu, cuda or cuda:N")
 
@@ -193,7 +196,7 @@ LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "adam_beta2": 0.999, "schedule"
                   "precision": "fp32", "warm_epochs": None}
 # What a record written before a train setting existed trained with: the value that setting's default had then.
 TRAIN_BEFORE = {"schedule": "constant", "lr_scaling": "none", "precision": "fp32", "adam_beta2": 0.999,
-                "warmup": 0.3, "warm_epochs": None}
+                "warmup": 0.3, "warm_epochs": None, "eval_subset": None}
 
 
 def lecture_train(**changes: Any) -> TrainConfig:

@@ -187,16 +187,17 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
 # leaves such a setting out while it has that value, so that a cache made before the setting existed stays valid
 # (the run's record, run.json, still states it).
 KEY_NEUTRAL = {k: TRAIN_BEFORE[k] for k in ("warmup",)}
-# Train settings of the study's plan, not of any one training: never in a stage's key (a warm-started stage's key
-# has its epochs and its source instead).
-PLAN_ONLY = ("warm_epochs",)
+# Train settings that change neither a model's weights nor what a later stage reads of it: never in a stage's key.
+# warm_epochs is the study's plan (a warm-started stage's key has its epochs and its source instead); eval_subset
+# sets only how many test images the record's per-epoch scores before the last epoch use.
+UNKEYED = ("warm_epochs", "eval_subset")
 
 
 def train_key(tc: TrainConfig) -> dict[str, Any]:
-    """The train settings a training stage's key is made of: ``to_dict(tc)`` less PLAN_ONLY and those at their
+    """The train settings a training stage's key is made of: ``to_dict(tc)`` less UNKEYED and those at their
     KEY_NEUTRAL value."""
     return {k: v for k, v in to_dict(tc).items()
-            if k not in PLAN_ONLY and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+            if k not in UNKEYED and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
 
 
 def trained_for_study(cfg: Config) -> list[ModelConfig]:

@@ -217,8 +217,9 @@ def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
 TEST_CORRUPTION_SEED = 10**6  # the fixed corruption of the test set (training batches use other seeds)
 
 # Settings a resume may change without changing what the finished epochs mean (warm_epochs: how a study plans its
-# trainings, not a setting of any one of them).
-ALWAYS_RESUMABLE = ("epochs", "eval_batch_size", "warm_epochs")
+# trainings, not a setting of any one of them; the eval ones: only how the record's test scores are computed).
+FREE_SETTINGS = ("eval_batch_size", "eval_subset", "warm_epochs")
+ALWAYS_RESUMABLE = ("epochs", *FREE_SETTINGS)
 
 
 def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], allow_change=()) -> list[str]:
@@ -231,7 +232,7 @@ def check_resume(rec: dict[str, Any], cfg: TrainConfig, record: dict[str, Any], 
     if old:  # a checkpoint written before a setting existed trained with that setting's value then
         old = {**TRAIN_BEFORE, **old}
     # with a one-cycle schedule the number of epochs sets every step's learning rate: not free to change
-    free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else ("eval_batch_size", "warm_epochs")
+    free = ALWAYS_RESUMABLE if cfg.schedule == "constant" else FREE_SETTINGS
     changed = [k for k in new if k in old and old[k] != new[k] and k not in free]
     allowed = {a.removeprefix("train.") for a in allow_change}
     refused = [k for k in changed if k not in allowed]
@@ -277,7 +278,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
         run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
         record: dict[str, Any] | None = None, allow_change=(), corrupt=None,
         precision: dict[str, Any] | None = None) -> History:
-    """Train ``model`` (encode/decode) on train_x: (N, C, H, W) in [0, 1]; evaluate on test_x each epoch.
+    """Train ``model`` (encode/decode) on train_x: (N, C, H, W) in [0, 1]; evaluate on test_x after the last
+    epoch, and on its first ``cfg.eval_subset`` images after each earlier one (the record's ``test_images``).
 
     run_dir: where checkpoints go (none are written when None).  resume: continue from the newest
     complete checkpoint in run_dir.  record: extra JSON-able facts stored in every checkpoint
@@ -356,7 +358,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
 
     steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
     # the closed-form baseline of any reconstruction: the best constant image, the training mean, for every input
-    history.mean_image_mse = float((train_x.mean(0, keepdim=True) - test_x).pow(2).mean())
+    train_mean = train_x.mean(0, keepdim=True)
+    history.mean_image_mse = float((train_mean - test_x).pow(2).mean())
 
     def lr_of(epoch: int, step: int) -> float:
         return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch, cfg.warmup)
@@ -378,11 +381,17 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                                              corrupt, epoch_seed(cfg.seed, epoch), lr_of, precision["precision"],
                                              step_fn)
             running, seen = distributed.all_sum([running, seen])
-            test = evaluate_loss(model, test_x, cfg.eval_batch_size, test_in)
+            # the whole test set after the last epoch; before it, the first eval_subset images only: a curve to
+            # watch and the collapse check, for a sixth of the cost (docs/benchmarks.md, "The per-epoch test score")
+            n = None if epoch + 1 == cfg.epochs else cfg.eval_subset
+            xs, ins = test_x[:n], None if test_in is None else test_in[:n]
+            test = evaluate_loss(model, xs, cfg.eval_batch_size, ins)
             history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
-                                   "test_mse": test["mse"], "seconds": time.perf_counter() - t0})
-            if rank == 0 and test["mse"] >= COLLAPSED * history.mean_image_mse:
-                warn(collapse_message(epoch + 1, test["mse"], history.mean_image_mse, cfg))
+                                   "test_mse": test["mse"], "test_images": len(xs),
+                                   "seconds": time.perf_counter() - t0})
+            baseline = history.mean_image_mse if n is None else float((train_mean - xs).pow(2).mean())
+            if rank == 0 and test["mse"] >= COLLAPSED * baseline:
+                warn(collapse_message(epoch + 1, test["mse"], baseline, cfg))
             if progress:
                 e = history.last
                 tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
