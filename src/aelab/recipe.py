@@ -38,6 +38,8 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   latent (``aelab.models.warm``), and trains 2 epochs instead of 3: a study of the sweep and latent study 0.79x
   the wall on an AMD EPYC Zen 4, test MSE within 1.9 % at every d (docs/benchmarks.md, "The study's models
   warm-started"); 1 epoch missed the target.  ``aelab train`` trains one model, from its own initial weights.
+- ``eval_subset = 2000``: an epoch before the last is scored on the first 2000 test images, the last on all
+  10000 (5.2 s saved per such epoch on one thread of a Zen 4: docs/benchmarks.md, "The per-epoch test score").
 - freed memory is kept in the process (``keep_freed_memory``): glibc's malloc otherwise hands the tens of
   megabytes of activations of every step back to the system and takes them again, page by page, the next step.
 """
