@@ -50,11 +50,12 @@ from aelab.train import fit
 
 
 def stage_dir(run: Path, name: str) -> Path:
-    """The folder of stage ``name`` in a study run (runs/X/stages/NAME/KEY)."""
-    found = sorted((run / "stages" / name).glob("*/run.json"))
+    """The folder of stage ``name`` in a study run (runs/X/stages/NAME/KEY): of several keys (a study rerun with
+    other settings), the one trained last."""
+    found = list((run / "stages" / name).glob("*/run.json"))
     if not found:
         raise SystemExit(f"{run} has no trained stage {name}; run `aelab reproduce --out {run}` first")
-    return found[-1].parent
+    return max(found, key=lambda p: p.stat().st_mtime).parent
 
 
 def scores(model: torch.nn.Module, kind: str, data, judge, ref, latent: LatentConfig) -> dict:

@@ -137,11 +137,14 @@ def test_resumed_run_continues_from_the_same_state(small, tmp_path):
     assert [e["train_loss"] for e in h_resumed.epochs] == [e["train_loss"] for e in h_straight.epochs]
 
 
-def test_epochs_before_the_last_are_scored_on_the_first_eval_subset_test_images_the_last_on_all(small, tmp_path):
+def test_epochs_before_the_last_are_scored_on_the_first_eval_subset_test_images_the_last_on_all(small, tmp_path,
+                                                                                              capsys):
     train_x, test_x = small[0][:300], small[1][:100]
     model = _model()
-    h = fit(model, train_x, test_x, lecture_train(epochs=2, eval_subset=40), tmp_path, progress=False)
+    h = fit(model, train_x, test_x, lecture_train(epochs=2, eval_subset=40), tmp_path, progress=True)
     assert [e["test_images"] for e in h.epochs] == [40, 100]
+    printed = [line for line in capsys.readouterr().out.splitlines() if "test mse" in line]
+    assert "(first 40 test images)" in printed[0] and "first" not in printed[1]  # what the score was taken on
 
     def mse(m, x):  # the truth, by PyTorch's own operators
         with torch.no_grad():

@@ -382,7 +382,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                                              step_fn)
             running, seen = distributed.all_sum([running, seen])
             # the whole test set after the last epoch; before it, the first eval_subset images only: a curve to
-            # watch and the collapse check, for a sixth of the cost (docs/benchmarks.md, "The per-epoch test score")
+            # watch and the collapse check, for a fifth of the cost (docs/benchmarks.md, "The per-epoch test score")
             n = None if epoch + 1 == cfg.epochs else cfg.eval_subset
             xs, ins = test_x[:n], None if test_in is None else test_in[:n]
             test = evaluate_loss(model, xs, cfg.eval_batch_size, ins)
@@ -394,8 +394,9 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
                 warn(collapse_message(epoch + 1, test["mse"], baseline, cfg))
             if progress:
                 e = history.last
+                on = f" (first {len(xs)} test images)" if len(xs) < len(test_x) else ""
                 tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f}  test loss "
-                           f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}  ({e['seconds']:.0f} s)")
+                           f"{e['test_loss']:.3f}  test mse {e['test_mse']:.5f}{on}  ({e['seconds']:.0f} s)")
             if run_dir is not None and rank == 0:
                 save_checkpoint(run_dir, epoch + 1, model, optimizer, {**record, "history": history.epochs})
             distributed.barrier()  # the others wait until rank 0's checkpoint is complete
