@@ -131,7 +131,8 @@ def main() -> None:
         own, model_cfg, _ = load_trained(stage_dir(args.run, name))
         record({"model": name, "start": "the study's", **scores(own, model_cfg.kind, data, judge, ref, latent)})
         if args.compare is not None:
-            other = load_trained(stage_dir(args.compare, name))[0]
+            warm = args.compare / "stages" / f"{name}-warm"  # a warm-started stage (runs made before that name: NAME)
+            other = load_trained(stage_dir(args.compare, warm.name if warm.is_dir() else name))[0]
             record({"model": name, "start": f"the study {args.compare}'s",
                     **scores(other, model_cfg.kind, data, judge, ref, latent)})
         for start in args.start.split(","):

@@ -225,6 +225,14 @@ def warm_sources(cfg: Config) -> dict[str, str]:
     return out
 
 
+def study_stage(cfg: Config, m: ModelConfig) -> str:
+    """The training stage of the sweep's or latent study's model ``m``: ``model_stage_name(m)``, with ``-warm`` where
+    it starts from another (``warm_sources``), so that the name ``ae-d8`` always means a model trained from its own
+    initial weights (the decoder study's, a cache made before warm starts)."""
+    name = model_stage_name(m)
+    return name + "-warm" if name in warm_sources(cfg) else name
+
+
 def pca_stage(cfg: Config, dims: list[int]) -> Stage:
     def run(ctx: Context) -> dict:
         train, _ = _splits(ctx, cfg)
@@ -237,7 +245,7 @@ def pca_stage(cfg: Config, dims: list[int]) -> Stage:
 
 def sweep_stage(cfg: Config) -> Stage:
     dims = list(cfg.sweep.dims)
-    models = {d: model_stage_name(dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0)) for d in dims}
+    models = {d: study_stage(cfg, dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0)) for d in dims}
 
     def run(ctx: Context) -> dict:
         train, test = _splits(ctx, cfg)
@@ -282,7 +290,7 @@ def curve_figure(out: Path, rows: list[dict], kept: bool) -> Figure:
 
 def latent_vaes(cfg: Config, d: int) -> dict[float, str]:
     """beta -> the training stage of each VAE of the latent study at latent size d."""
-    return {beta: model_stage_name(dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta))
+    return {beta: study_stage(cfg, dataclasses.replace(cfg.model, kind="vae", d=d, beta=beta))
             for beta, dims in cfg.latent.vae_models for vd in dims if vd == d}
 
 
@@ -291,7 +299,7 @@ def latent_part_stage(cfg: Config, d: int) -> Stage:
     runs as soon as its models are trained, beside the trainings still running, and a setting of one d
     recomputes that d alone.  Its rows and figures are gathered by the ``latent`` stage."""
     lat = cfg.latent
-    ae = model_stage_name(dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0))
+    ae = study_stage(cfg, dataclasses.replace(cfg.model, kind="ae", d=d, beta=1.0))
     vaes = latent_vaes(cfg, d)
 
     def run(ctx: Context) -> dict:
@@ -403,7 +411,8 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     # the sources first: a stage is planned after what it needs
     models = sorted(trained_for_study(cfg), key=lambda m: model_stage_name(m) in warm)
     trainers = [train_stage(cfg, m) if model_stage_name(m) not in warm else
-                train_stage(cfg, m, warm_tc, warm_from=warm[model_stage_name(m)]) for m in models]
+                train_stage(cfg, m, warm_tc, name=study_stage(cfg, m), warm_from=warm[model_stage_name(m)])
+                for m in models]
     study_models = decoder_study_models(cfg)
     planned = {s.name for s in trainers}
     for (_family, _d, _seed), (name, m, tc, data) in study_models.items():
@@ -435,7 +444,7 @@ def without(stages: list[Stage], skip) -> list[Stage]:
 def decoder_study_models(cfg: Config) -> dict[tuple[str, int, int], tuple[str, ModelConfig, TrainConfig, DataConfig]]:
     """(family, d, seed) -> (stage name, model, train, data) of every model the decoder study trains."""
     data = dataclasses.replace(cfg.data, n_train=cfg.decoders.n_train or cfg.data.n_train)
-    warm, out = warm_sources(cfg), {}
+    out = {}
     for family in cfg.decoders.families:
         for d, n_seeds in cfg.decoders.runs:
             for k in range(n_seeds):
@@ -443,8 +452,6 @@ def decoder_study_models(cfg: Config) -> dict[tuple[str, int, int], tuple[str, M
                 tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
                 name = model_stage_name(m) + (f"-s{tc.seed}" if k else "") + (
                     f"-n{data.n_train}" if data != cfg.data else "")
-                if name in warm:  # the families are compared trained alike: not with the sweep's warm-started one
-                    name += "-scratch"
                 out[family, d, tc.seed] = (name, m, tc, data)
     return out
 
