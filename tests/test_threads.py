@@ -60,3 +60,19 @@ def test_a_stage_takes_the_threads_its_neighbour_frees(tmp_path):
     assert long[0] == 1 and set(short) == {1}  # side by side: one each
     assert long[-1] == 2 and long.index(2) > 0  # alone afterwards: both, taken while it ran
     assert long == sorted(long)  # never back to one: nothing else started
+
+
+def _quick(name: str, share: int) -> Result:
+    return Result(name, "key", Path("."), "computed", 0.0)
+
+
+def test_of_the_ready_stages_those_that_do_not_train_start_first(tmp_path):
+    """One job, a training and an analysis both ready (the training planned first): the analysis starts first, so
+    that under --jobs 2 it fills a core beside the trainings instead of waiting for them all."""
+    stages = [Stage("train", run=lambda ctx: {}, config={}, resumable=True),
+              Stage("analysis", run=lambda ctx: {}, config={}), Stage("report", run=lambda ctx: {}, config={},
+                                                                      needs=("train", "analysis"))]
+    lines: list[str] = []
+    run_parallel(stages, tmp_path / "stages", 1, _quick, threads=1, echo=lines.append)
+    started = [line.split("]")[1].split(":")[0].strip() for line in lines if "computing" in line]
+    assert started == ["analysis", "train", "report"]
