@@ -408,8 +408,10 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     ae_dims = sorted(set(cfg.sweep.dims) | set(cfg.latent.dims))
     warm = warm_sources(cfg)
     warm_tc = dataclasses.replace(cfg.train, epochs=cfg.train.warm_epochs or cfg.train.epochs)
-    # the sources first: a stage is planned after what it needs
-    models = sorted(trained_for_study(cfg), key=lambda m: model_stage_name(m) in warm)
+    # the sources first (a stage is planned after what it needs), then by d, largest first: under --jobs the
+    # trainings start in this order, so the latent study's part at each d can start as soon as its AE and VAEs
+    # are trained, beside the trainings still to come, and the sweep, the shortest analysis, needs the last one
+    models = sorted(trained_for_study(cfg), key=lambda m: (model_stage_name(m) in warm, -m.d))
     trainers = [train_stage(cfg, m) if model_stage_name(m) not in warm else
                 train_stage(cfg, m, warm_tc, name=study_stage(cfg, m), warm_from=warm[model_stage_name(m)])
                 for m in models]
