@@ -407,14 +407,18 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     leaves their sections out."""
     ae_dims = sorted(set(cfg.sweep.dims) | set(cfg.latent.dims))
     warm = warm_sources(cfg)
-    warm_tc = dataclasses.replace(cfg.train, epochs=cfg.train.warm_epochs or cfg.train.epochs)
+
+    def trainer(m: ModelConfig) -> Stage:
+        source = warm.get(model_stage_name(m))
+        if source is None:
+            return train_stage(cfg, m)
+        return train_stage(cfg, m, dataclasses.replace(cfg.train, epochs=cfg.train.warm_epochs),
+                           name=study_stage(cfg, m), warm_from=source)
+
     # the sources first (a stage is planned after what it needs), then by d, largest first: under --jobs the
     # trainings start in this order, so the latent study's part at each d can start as soon as its AE and VAEs
     # are trained, beside the trainings still to come, and the sweep, the shortest analysis, needs the last one
-    models = sorted(trained_for_study(cfg), key=lambda m: (model_stage_name(m) in warm, -m.d))
-    trainers = [train_stage(cfg, m) if model_stage_name(m) not in warm else
-                train_stage(cfg, m, warm_tc, name=study_stage(cfg, m), warm_from=warm[model_stage_name(m)])
-                for m in models]
+    trainers = [trainer(m) for m in sorted(trained_for_study(cfg), key=lambda m: (model_stage_name(m) in warm, -m.d))]
     study_models = decoder_study_models(cfg)
     planned = {s.name for s in trainers}
     for (_family, _d, _seed), (name, m, tc, data) in study_models.items():

@@ -360,6 +360,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     # the closed-form baseline of any reconstruction: the best constant image, the training mean, for every input
     train_mean = train_x.mean(0, keepdim=True)
     history.mean_image_mse = float((train_mean - test_x).pow(2).mean())
+    subset_mean_image_mse = float((train_mean - test_x[:cfg.eval_subset]).pow(2).mean())  # epochs before the last
 
     def lr_of(epoch: int, step: int) -> float:
         return lr_at(peak, cfg.schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch, cfg.warmup)
@@ -389,7 +390,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
                                    "test_mse": test["mse"], "test_images": len(xs),
                                    "seconds": time.perf_counter() - t0})
-            baseline = history.mean_image_mse if n is None else float((train_mean - xs).pow(2).mean())
+            baseline = history.mean_image_mse if n is None else subset_mean_image_mse
             if rank == 0 and test["mse"] >= COLLAPSED * baseline:
                 warn(collapse_message(epoch + 1, test["mse"], baseline, cfg))
             if progress:

@@ -8,7 +8,6 @@ own code in fewer epochs (docs/benchmarks.md, "The study's models warm-started")
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from aelab.errors import ConfigError
@@ -17,7 +16,7 @@ from aelab.errors import ConfigError
 def latent_layers(model: nn.Module) -> tuple[str, str]:
     """The module names of the two layers at the latent: the encoder's last and the decoder's first layer with
     weights (``encoder.8``, ``decoder.0`` for the lecture's spec)."""
-    first = next(i for i, m in enumerate(model.decoder) if any(True for _ in m.parameters(recurse=True)))
+    first = next(i for i, m in enumerate(model.decoder) if next(m.parameters(), None) is not None)
     return f"encoder.{len(model.encoder) - 1}", f"decoder.{first}"
 
 
@@ -38,6 +37,5 @@ def warm_start_(model: nn.Module, source: nn.Module) -> list[str]:
         raise ConfigError(f"cannot warm-start from a model whose layer {outside[0]} has shape "
                           f"{tuple(theirs[outside[0]].shape)}, not {tuple(own[outside[0]].shape)}: only the layers "
                           f"at the latent ({', '.join(n for n in latent_layers(model))}) may differ; use the same spec")
-    with torch.no_grad():
-        model.load_state_dict({k: own[k] if k in kept else theirs[k].detach().clone() for k in own})
+    model.load_state_dict({k: own[k] if k in kept else theirs[k] for k in own})  # copies into model's own tensors
     return kept
