@@ -76,8 +76,9 @@ def test_gmm_refit_on_all_latents_starts_from_the_subset_fit(clusters):
 
 def test_gmm_search_side_by_side_gives_sklearns_scores_and_leaves_the_blas_threads(clusters):
     """The candidates fitted two at a time on one BLAS thread each: every held-out log-likelihood and BIC is the
-    one scikit-learn's own GaussianMixture gives for that candidate fitted alone on the subset, scored on rows the
-    fit never saw; the best held-out candidate is chosen; the process's BLAS threads are as they were."""
+    one scikit-learn's own GaussianMixture gives for that candidate fitted alone on the subset (EM in float32,
+    as the GMM runs it), scored on rows the fit never saw; the best held-out candidate is chosen; the process's
+    BLAS threads are as they were."""
     from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits
 
@@ -89,12 +90,12 @@ def test_gmm_search_side_by_side_gives_sklearns_scores_and_leaves_the_blas_threa
         assert blas_threads() == 2
     perm = np.random.default_rng(0).permutation(len(z))
     sub, held = z[perm[:1200]], z[perm[1200:1200 + len(z) // 5]]   # a fifth of the 4500 held out
-    alone = {c: GaussianMixture(c, covariance_type="full", random_state=0, max_iter=300, reg_covar=1e-5).fit(sub)
-             for c in (1, 2, 3, 6)}
+    alone = {c: GaussianMixture(c, covariance_type="full", random_state=0, max_iter=300, reg_covar=1e-5)
+             .fit(sub.astype(np.float32)) for c in (1, 2, 3, 6)}
     assert list(gmm.bic_) == list(gmm.held_out_loglik_) == [1, 2, 3, 6]
-    for c, m in alone.items():
-        assert gmm.bic_[c] == pytest.approx(m.bic(sub), rel=1e-9)
-        assert gmm.held_out_loglik_[c] == pytest.approx(m.score(held), rel=1e-9)
+    for c, m in alone.items():  # float32 parameters scored in float64 there, in float32 here
+        assert gmm.bic_[c] == pytest.approx(m.bic(sub), rel=1e-6)
+        assert gmm.held_out_loglik_[c] == pytest.approx(m.score(held), rel=1e-6)
     assert gmm.n_components_ == max(alone, key=lambda c: alone[c].score(held)) == 3
 
 
@@ -114,6 +115,48 @@ def test_gmm_by_held_out_likelihood_generalises_where_bic_underfits():
     assert gmm.n_components_ == max(gmm.held_out_loglik_, key=gmm.held_out_loglik_.get)
     bic_model = GaussianMixture(by_bic, covariance_type="full", random_state=0, max_iter=300, reg_covar=1e-5).fit(z)
     assert gmm.log_prob(fresh).mean() > bic_model.score(fresh) + 0.1
+
+
+def test_gmm_em_in_float32_reaches_the_float64_optimum_and_samples_in_float64(clusters):
+    """EM on float32 latents ends where scikit-learn's float64 EM ends (test log-likelihood, means), and the
+    mixture it keeps is float64 with symmetric covariances: float32's products leave a covariance asymmetric by
+    more than numpy's tolerance (here about 1e-6 for latents of about 10), and sampling from it warned that it
+    is not positive semi-definite."""
+    import warnings
+
+    from sklearn.mixture import GaussianMixture
+
+    z, zt = clusters
+    gmm = make_density("gmm", n_components=3).fit(z)
+    exact = GaussianMixture(3, covariance_type="full", random_state=0, reg_covar=1e-5).fit(z)
+    assert gmm.log_prob(zt).mean() == pytest.approx(exact.score(zt), abs=1e-4)
+    np.testing.assert_allclose(np.sort(gmm.model_.means_[:, 0]), np.sort(exact.means_[:, 0]), atol=1e-3)
+
+    wide = np.random.default_rng(0).normal(0, 10, (3000, 8)) * np.linspace(0.2, 1, 8)
+    gmm = make_density("gmm", n_components=5).fit(wide)
+    cov = gmm.model_.covariances_
+    assert {getattr(gmm.model_, a).dtype for a in ("weights_", "means_", "covariances_", "precisions_cholesky_")} \
+        == {np.dtype(np.float64)}
+    assert np.array_equal(cov, cov.transpose(0, 2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = gmm.sample(2000, seed=0)
+    assert s.dtype == np.float64 and gmm.log_prob(s).dtype == np.float64
+
+
+def test_gmm_redoes_in_float64_a_fit_float32_cannot_carry():
+    """Large latents on a plane in 4-d (two coordinates the sum and difference of the others): their covariances
+    are singular below float32's rounding, and scikit-learn's float32 EM refuses them; the GMM fits them in
+    float64 and gives scikit-learn's float64 result."""
+    from sklearn.mixture import GaussianMixture
+
+    a = np.random.default_rng(0).normal(0, 1e3, (3000, 2))
+    z = np.c_[a, a.sum(1), a[:, 0] - a[:, 1]] + 5e3
+    mixture = lambda: GaussianMixture(3, covariance_type="full", random_state=0, reg_covar=1e-5)  # noqa: E731
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        mixture().fit(z.astype(np.float32))
+    gmm = make_density("gmm", n_components=3).fit(z)
+    assert gmm.log_prob(z).mean() == pytest.approx(mixture().fit(z).score(z), rel=1e-12)
 
 
 def test_gmm_refuses_too_few_latents_to_choose_from():
@@ -148,8 +191,15 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(np.ones(6), s1, np.ones(6), s1) == pytest.approx(0, abs=1e-6)
 
 
-def test_sample_scores_separate_digits_from_noise(judge, mnist_train, mnist_test):
+def test_sample_scores_separate_digits_from_noise(judge, mnist_train, mnist_test, tmp_path):
     ref = Reference.build(judge, to_float(mnist_train.images[:5000]))
+    # the reference stage saves the statistics once; what its readers load scores exactly as the built one
+    ref.save(tmp_path / "reference.safetensors")
+    loaded = Reference.load(judge, to_float(mnist_train.images[:5000]), tmp_path / "reference.safetensors")
+    assert np.array_equal(loaded.mu, ref.mu) and np.array_equal(loaded.sigma, ref.sigma)
+    assert torch.equal(loaded.train_flat, ref.train_flat)
+    x = to_float(mnist_test.images[:300])
+    assert sample_scores(loaded, x, n_nearest=50) == sample_scores(ref, x, n_nearest=50)
     real = sample_scores(ref, to_float(mnist_test.images[:2000]), n_nearest=200)
     noise = sample_scores(ref, torch.rand(2000, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
                           n_nearest=200)

@@ -1,6 +1,7 @@
 """`aelab reproduce`: the whole lecture as named, cached stages, ending in one HTML report.
 
-    data ─► evaluator ─► ae-d{d}, vae-d{d}, ... ─► pca ─► sweep, latent-d{d} ─► latent ─► ops ─► model ─► report
+    data ─► evaluator ─► ae-d{d}, vae-d{d}, ... ─► pca, reference ─► sweep, latent-d{d} ─► latent ─► ops
+         ─► model ─► report
 
 ``plan(cfg)`` lists the stages of a configuration, each with the config slice it reads; ``reproduce``
 runs them through ``aelab.stages`` (reusing every complete one), writes the run record and copies the
@@ -69,14 +70,32 @@ def _judge(ctx: Context):
 
 
 def _reference(ctx: Context, cfg: Config):
-    """What the latent study's samples are scored against (``experiments.sample_reference``), built once per
-    process: one stage at a time, the parts of the latent study and their gathering share it."""
-    from aelab.experiments import sample_reference
+    """What the latent study's samples are scored against (``quality.Reference``), from the ``reference`` stage's
+    feature statistics; None without a judge."""
+    from aelab.quality import Reference
 
     key = f"reference:{cfg.data}"
     if key not in ctx.memo:
-        ctx.memo[key] = sample_reference(_judge(ctx), _splits(ctx, cfg)[0])
+        path, judge = ctx.inputs["reference"] / "reference.safetensors", _judge(ctx)
+        ctx.memo[key] = (Reference.load(judge, to_float(_splits(ctx, cfg)[0].images), path)
+                         if judge is not None else None)
     return ctx.memo[key]
+
+
+def reference_stage(cfg: Config) -> Stage:
+    """The classifier's feature statistics of the training images (``experiments.sample_reference``), which the
+    latent study's samples are scored against: computed once (the classifier on 60000 digits, about 7 s on one
+    CPU thread) rather than in the process of every stage that scores samples."""
+    def run(ctx: Context) -> dict:
+        from aelab.experiments import sample_reference
+
+        ref = sample_reference(_judge(ctx), _splits(ctx, cfg)[0])
+        if ref is None:
+            return {"features": None, "note": "no classifier for this dataset: samples get no FID"}
+        ref.save(ctx.out / "reference.safetensors")
+        return {"features": len(ref.mu), "images": len(ref.train_flat)}
+
+    return Stage("reference", run, {"data": to_dict(cfg.data)}, needs=("data", "evaluator"))
 
 
 def _model(ctx: Context, name: str, image_shape):
@@ -314,9 +333,9 @@ def latent_part_stage(cfg: Config, d: int) -> Stage:
         return {"rows": rows, "figures": [dataclasses.asdict(f) for f in figures]}
 
     settings = {k: v for k, v in to_dict(lat).items() if k not in ("dims", "vaes")}  # what one d reads
-    # version 2: the GMM's components chosen by held-out likelihood instead of BIC
+    # version 2: the GMM's components chosen by held-out likelihood instead of BIC; 3: its EM in float32
     return Stage(f"latent-d{d}", run, {"latent": settings, "d": d, "vae_betas": list(vaes)},
-                 needs=("data", "evaluator", "pca", ae, *vaes.values()), version=2)
+                 needs=("data", "evaluator", "reference", "pca", ae, *vaes.values()), version=3)
 
 
 def latent_stage(cfg: Config) -> Stage:
@@ -342,7 +361,8 @@ def latent_stage(cfg: Config) -> Stage:
         write_manifest(ctx.out, "latent", figures)
         return {"rows": rows, "classifier_accuracy": judge.accuracy if judge else None}
 
-    return Stage("latent", run, {"latent": to_dict(lat)}, needs=("data", "evaluator", *parts), version=2)
+    return Stage("latent", run, {"latent": to_dict(lat)}, needs=("data", "evaluator", "reference", *parts),
+                 version=2)
 
 
 def ops_stage(cfg: Config) -> Stage:
@@ -415,10 +435,15 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
         return train_stage(cfg, m, dataclasses.replace(cfg.train, epochs=cfg.train.warm_epochs),
                            name=study_stage(cfg, m), warm_from=source)
 
-    # the sources first (a stage is planned after what it needs), then by d, largest first: under --jobs the
-    # trainings start in this order, so the latent study's part at each d can start as soon as its AE and VAEs
-    # are trained, beside the trainings still to come, and the sweep, the shortest analysis, needs the last one
-    trainers = [trainer(m) for m in sorted(trained_for_study(cfg), key=lambda m: (model_stage_name(m) in warm, -m.d))]
+    # under --jobs the trainings start in this order: the warm start's sources first (a stage is planned after
+    # what it needs), then the autoencoders, largest d first, then the VAEs by d.  So the sweep, which needs
+    # every autoencoder, runs beside the VAEs' trainings instead of alone at the end, and the latent study's
+    # parts, which need the VAEs too, end the run side by side (one thread each), each d's part as soon as its
+    # models are trained.  Simulated with the stage times of the Zen 4 study of 954 s (benchmarks/schedule.py),
+    # this order ended within 1 to 8 s of the best of all 5040 orders of the warm-started trainings, 16 to 25 s
+    # before the order by d alone (docs/benchmarks.md, "The GMM's EM in float32, and the trainings' order").
+    order = lambda m: (model_stage_name(m) in warm, m.kind != "ae", -m.d)  # noqa: E731
+    trainers = [trainer(m) for m in sorted(trained_for_study(cfg), key=order)]
     study_models = decoder_study_models(cfg)
     planned = {s.name for s in trainers}
     for (_family, _d, _seed), (name, m, tc, data) in study_models.items():
@@ -428,7 +453,8 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     restorers = restore_models(cfg)
     trainers += [train_stage(cfg, m, tc, data, name, corruption) for name, (_, corruption, m, tc, data)
                  in restorers.items()]
-    stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *trainers, pca_stage(cfg, ae_dims), sweep_stage(cfg),
+    stages = [data_stage(cfg, hashes), evaluator_stage(cfg), *trainers, pca_stage(cfg, ae_dims), reference_stage(cfg),
+              sweep_stage(cfg),
               *(latent_part_stage(cfg, d) for d in cfg.latent.dims), latent_stage(cfg),
               decoders_stage(cfg, study_models, shape), restoration_stage(cfg, restorers),
               ops_stage(cfg), model_table_stage(cfg, shape)]

@@ -17,9 +17,11 @@ Real test images scored the same way give the floor of each score (``reference_f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from scipy import linalg
 
 from aelab.evaluator import Judge
@@ -61,8 +63,19 @@ class Reference:
 
     @classmethod
     def build(cls, judge: Judge, x_train: torch.Tensor) -> Reference:
+        """x_train: (N, C, H, W) in [0, 1]; the feature statistics computed (the classifier on every image)."""
         feats, _ = classifier_outputs(judge, x_train)
         return cls(judge, x_train.flatten(1).double(), feats.mean(0), np.cov(feats, rowvar=False))
+
+    def save(self, path: Path) -> None:
+        """The feature statistics as safetensors (the judge and the images are kept elsewhere)."""
+        save_file({"mu": torch.from_numpy(self.mu), "sigma": torch.from_numpy(self.sigma)}, str(path))
+
+    @classmethod
+    def load(cls, judge: Judge, x_train: torch.Tensor, path: Path) -> Reference:
+        """``build``'s result from statistics ``save`` wrote for the same judge and x_train, bit for bit."""
+        stats = load_file(str(path))
+        return cls(judge, x_train.flatten(1).double(), stats["mu"].numpy(), stats["sigma"].numpy())
 
 
 def nearest_distance(x: torch.Tensor, train_flat: torch.Tensor, chunk: int = 500, candidates: int = 8) -> np.ndarray:
