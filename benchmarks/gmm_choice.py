@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gmm_precision import autoencoder_latents
 from run import _write
 from threadpoolctl import threadpool_limits
 
-from aelab.data import load, to_float
+from aelab.data import load
 from aelab.evaluator import judge_for
-from aelab.experiments import load_trained, sample_reference
-from aelab.latent import GMM, decode_all, encode_all
+from aelab.experiments import sample_reference
+from aelab.latent import GMM, decode_all
 from aelab.quality import sample_scores
 from aelab.runs import environment
 
@@ -88,9 +89,7 @@ def main() -> None:
     ref = sample_reference(judge_for(train, test, progress=False), train)
     result = {"environment": environment(), "run": str(args.run), "dims": {}}
     for d in (int(v) for v in args.dims.split(",")):
-        folder = next((args.run / "stages" / f"ae-d{d}").iterdir())
-        codec = load_trained(folder, (1, 28, 28))[0]
-        z, z_test = encode_all(codec, to_float(train.images)), encode_all(codec, to_float(test.images))
+        folder, codec, z, z_test = autoencoder_latents(args.run, d, train, test)  # a warm-started one too
         print(f"d = {d} ({folder})", flush=True)
         result["dims"][d] = {"stage": str(folder), **candidates_at(
             z, z_test, ref, codec, args.n_samples, tuple(int(c) for c in args.candidates.split(",")),

@@ -34,11 +34,14 @@ from aelab.runs import environment
 PRECISIONS = {"float64": np.float64, "float32": np.float32}
 
 
-def autoencoder_stage(run: Path, d: int) -> Path:
-    """The folder of the run's autoencoder of size d: trained from its own weights (ae-dD) or warm-started."""
+def autoencoder_latents(run: Path, d: int, train, test):
+    """(stage folder, autoencoder, training latents, test latents) of the run's autoencoder of size d: the one
+    trained from its own weights (ae-dD) or the warm-started one (ae-dD-warm)."""
     for name in (f"ae-d{d}", f"ae-d{d}-warm"):
         if (run / "stages" / name).is_dir():
-            return next((run / "stages" / name).iterdir())
+            folder = next((run / "stages" / name).iterdir())
+            codec = load_trained(folder, (1, 28, 28))[0]
+            return folder, codec, encode_all(codec, to_float(train.images)), encode_all(codec, to_float(test.images))
     raise SystemExit(f"{run} has no trained autoencoder of d = {d} (stages/ae-d{d} or ae-d{d}-warm)")
 
 
@@ -56,9 +59,7 @@ def main() -> None:
     ref = sample_reference(judge_for(train, test, progress=False), train)
     result = {"environment": environment(), "run": str(args.run), "rounds": args.rounds, "dims": {}}
     for d in (int(v) for v in args.dims.split(",")):
-        folder = autoencoder_stage(args.run, d)
-        codec = load_trained(folder, (1, 28, 28))[0]
-        z, z_test = encode_all(codec, to_float(train.images)), encode_all(codec, to_float(test.images))
+        folder, codec, z, z_test = autoencoder_latents(args.run, d, train, test)
         seconds, fits = {p: [] for p in PRECISIONS}, {}
         for r in range(args.rounds):
             for p in (PRECISIONS if r % 2 == 0 else reversed(PRECISIONS)):  # alternating: neither always first
