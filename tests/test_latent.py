@@ -74,6 +74,31 @@ def test_gmm_refit_on_all_latents_starts_from_the_subset_fit(clusters):
     np.testing.assert_allclose(np.sort(gmm.model_.means_[:, 0]), np.sort(cold.means_[:, 0]), atol=1e-2)
 
 
+def test_gmm_refit_stops_after_refit_iter_iterations_as_scikit_learns_em_from_the_same_start(clusters):
+    """Six components on three clusters: EM creeps, and a refit of 2 iterations stops short of the tolerance,
+    silently (refit_converged_ says so), with scikit-learn's own EM of 2 iterations from the subset fit."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    z, _ = clusters
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        gmm = make_density("gmm", candidates=(6,), subset=600, refit_iter=2).fit(z)
+    assert gmm.n_components_ == 6 and gmm.model_.n_iter_ == 2 and not gmm.refit_converged_
+    sub, _ = gmm.split(z)
+    mix = dict(covariance_type="full", random_state=0, reg_covar=1e-5)
+    start = GaussianMixture(6, max_iter=300, **mix).fit(sub.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        truth = GaussianMixture(6, max_iter=2, weights_init=start.weights_, means_init=start.means_,
+                                precisions_init=start.precisions_, **mix).fit(z.astype(np.float32))
+    np.testing.assert_allclose(gmm.model_.means_, truth.means_, rtol=1e-5, atol=1e-5)
+    # given time, the same refit reaches the tolerance
+    assert make_density("gmm", candidates=(6,), subset=600, refit_iter=300).fit(z).refit_converged_
+
+
 def test_gmm_search_side_by_side_gives_sklearns_scores_and_leaves_the_blas_threads(clusters):
     """The candidates fitted two at a time on one BLAS thread each: every held-out log-likelihood and BIC is the
     one scikit-learn's own GaussianMixture gives for that candidate fitted alone on the subset (EM in float32,

@@ -260,6 +260,30 @@ def test_jobs_compute_stages_side_by_side_into_the_same_keys_with_the_same_resul
     assert set(statuses(again).values()) == {"reused"}
 
 
+def test_the_sweeps_autoencoders_leave_the_whole_test_set_to_the_sweep_the_others_score_it(tmp_path):
+    """A study's autoencoder is scored by the sweep on the whole test set, so its training scores its last epoch
+    on the per-epoch subset only; a model the sweep does not score (the VAE) keeps the whole test set."""
+    import torch
+
+    from aelab.data import to_float
+    from aelab.experiments import load_splits, load_trained
+
+    cfg = tiny("train.eval_subset=50")  # the synthetic test set has 200 images
+    results = reproduce(cfg, tmp_path / "r", progress=False, echo=lambda s: None, targets=("sweep", "vae-d4"))
+    path = {r.name: r.path for r in results}
+    last = {n: json.loads((path[n] / "metrics.json").read_text())["history"][-1] for n in ("ae-d2", "ae-d4", "vae-d4")}
+    assert {n: e["test_images"] for n, e in last.items()} == {"ae-d2": 50, "ae-d4": 50, "vae-d4": 200}
+    # the sweep's score is the whole test set's, by PyTorch's own operators; the training's, its first 50 images
+    x = to_float(load_splits(cfg.data)[1].images)
+    model = load_trained(path["ae-d4"])[0]
+    with torch.no_grad():
+        err = (model(x) - x).pow(2).mean((1, 2, 3))
+    row = next(r for r in json.loads((path["sweep"] / "metrics.json").read_text())["rows"]
+               if (r["d"], r["model"]) == (4, "CNN"))
+    assert row["mse"] == pytest.approx(float(err.mean()), rel=1e-5)
+    assert last["ae-d4"]["test_mse"] == pytest.approx(float(err[:50].mean()), rel=1e-5)
+
+
 def test_a_stage_failing_in_a_worker_raises_its_error_and_keeps_the_finished_stages(tmp_path):
     cfg = tiny("train.lr=1e9", "train.schedule=constant", "train.lr_scaling=none")  # the trainings diverge
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):

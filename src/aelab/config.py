@@ -153,7 +153,8 @@ class TrainConfig:
                                    "up to rounding).")
     eval_batch_size: int = _f(1000, "Batch size of the per-epoch test evaluation.")
     eval_subset: int | None = _f(2000, "Test images scored after each epoch but the last (the first N; none: all): "
-                                       "the last epoch is always scored on the whole test set.")
+                                       "the last epoch on the whole test set, but for a study's autoencoders, "
+                                       "which the sweep scores on it.")
     schedule: str = _f("onecycle", "Learning-rate schedule: constant (the lecture's), onecycle (warm-up to lr, "
                                    "cosine down; see aelab.recipe) or onecycle-linear (both along straight lines).")
     warmup: float = _f(0.3, "Share of the steps over which a one-cycle rate rises to its peak (OneCycleLR's "

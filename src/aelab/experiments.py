@@ -74,15 +74,16 @@ def model_label(cfg: ModelConfig) -> str:
 
 def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, train: Dataset,
                 test: Dataset, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
-                allow_change=(), corrupt=None, warm: tuple[str, torch.nn.Module] | None = None
-                ) -> tuple[torch.nn.Module, list[dict]]:
+                allow_change=(), corrupt=None, warm: tuple[str, torch.nn.Module] | None = None,
+                full_test_last: bool = True) -> tuple[torch.nn.Module, list[dict]]:
     """Train one model into ``run_dir`` (run.json, a checkpoint per epoch); returns (model, per-epoch history).
 
     resume: continue from the newest checkpoint in ``run_dir`` (an interrupted run continues at its epoch);
     allow_change: train fields a resume may change (see ``aelab.train.check_resume``);
     corrupt: train a restorer on (corrupt(x), x) pairs (``aelab.corruptions``), recorded with the run;
     warm: (what it is, a trained model): start from its weights, all but the layers at the latent whose shape
-    differs (``aelab.models.warm``), recorded with the run.
+    differs (``aelab.models.warm``), recorded with the run;
+    full_test_last: False scores the last epoch on the per-epoch test subset too (``aelab.train.fit``).
     """
     run_dir = Path(run_dir)
     model = build_model(model_cfg, train.shape, train_cfg.seed)
@@ -101,7 +102,7 @@ def train_model(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         record(run_dir, config=config, seed=train_cfg.seed, data=hashes)
     history = fit(model, to_float(train.images), to_float(test.images), train_cfg, run_dir, resume=resume,
                   progress=progress, record={"config": config, "data": hashes}, allow_change=allow_change,
-                  corrupt=corrupt)
+                  corrupt=corrupt, full_test_last=full_test_last)
     if distributed.is_main() and (run_dir / "run.json").exists():
         from aelab.runs import amend
 

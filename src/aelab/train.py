@@ -277,7 +277,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: TrainConfig,
         run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
         record: dict[str, Any] | None = None, allow_change=(), corrupt=None,
-        precision: dict[str, Any] | None = None) -> History:
+        precision: dict[str, Any] | None = None, full_test_last: bool = True) -> History:
     """Train ``model`` (encode/decode) on train_x: (N, C, H, W) in [0, 1]; evaluate on test_x after the last
     epoch, and on its first ``cfg.eval_subset`` images after each earlier one (the record's ``test_images``).
 
@@ -293,6 +293,9 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     precision: for ``precision = "auto"``, a choice measured earlier (``history.precision`` of a run of the same
     model and batch on this machine) used instead of measuring again; a resumed run keeps its checkpoint's.
     The process keeps the memory it frees from then on (``aelab.recipe.keep_freed_memory``; history.allocator).
+    full_test_last: False scores the last epoch too on the first ``cfg.eval_subset`` test images only, for a
+    caller that scores the trained model on the whole test set itself (a study's sweep does, with the class
+    kept); each epoch's ``test_images`` says how many were scored.
     """
     from aelab import distributed
 
@@ -384,7 +387,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
             running, seen = distributed.all_sum([running, seen])
             # the whole test set after the last epoch; before it, the first eval_subset images only: a curve to
             # watch and the collapse check, for a fifth of the cost (docs/benchmarks.md, "The per-epoch test score")
-            n = None if epoch + 1 == cfg.epochs else cfg.eval_subset
+            n = None if epoch + 1 == cfg.epochs and full_test_last else cfg.eval_subset
             xs, ins = test_x[:n], None if test_in is None else test_in[:n]
             test = evaluate_loss(model, xs, cfg.eval_batch_size, ins)
             history.epochs.append({"epoch": epoch + 1, "train_loss": running / seen, "test_loss": test["loss"],
