@@ -242,7 +242,7 @@ def test_nearest_distance_equals_float64_brute_force(mnist_train, mnist_test):
     alone cannot tell images apart: copies of training images, and copies moved by 1e-4 (sub-1e-3 distances)."""
     from scipy.spatial.distance import cdist
 
-    from aelab.quality import nearest_distance
+    from aelab.quality import nearest_distance, ranking_inputs
 
     train = to_float(mnist_train.images[:3000])
     flat = train.flatten(1).double()
@@ -255,6 +255,8 @@ def test_nearest_distance_equals_float64_brute_force(mnist_train, mnist_test):
     assert got.dtype == np.float64 and got.shape == (len(x),)
     assert np.allclose(got, truth, rtol=0, atol=1e-9)
     assert (got[300:350] == 0).all() and (got[350:400] < 1e-2).all()
+    # the ranking's inputs made once (as a Reference keeps them) give the same distances, bit for bit
+    assert np.array_equal(nearest_distance(x, flat, chunk=128, ranked=ranking_inputs(flat)), got)
 
 
 def test_vae_objective():
