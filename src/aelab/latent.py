@@ -134,13 +134,13 @@ class GMM:
     recorded in ``bic_``, charges every full covariance its d(d + 1)/2 parameters, and at d = 32 it chose 20
     components where the samples of 40 had a lower FID: docs/benchmarks.md, "The GMM's number of
     components".)  The chosen mixture is then refitted on all latents, EM starting from its subset fit rather
-    than from a cold start (fewer iterations, the same optimum; docs/latent-gmm.json: the d = 32 GMM of the
-    default study 117 s instead of 193 s), for at most ``refit_iter`` iterations: from that start EM creeps, and
-    on the default study's latents (Zen 4, one BLAS thread) 20 of them took the d = 32 refit 15 s instead of the
-    36 s of its 51 to scikit-learn's tolerance, for a mean test log-likelihood 0.07 nats lower and sample FIDs
-    within the spread of the sampling seed; at d = 16, 20 of 31 iterations, 0.007 nats; at d = 8 EM converged in
-    17 (docs/benchmarks.md, "The GMM's refit"; docs/gmm-refit-zen4.json).  ``refit_converged_`` says whether it
-    reached the tolerance.
+    than from a cold start (docs/latent-gmm.json: the d = 32 GMM of the default study 117 s instead of 193 s),
+    for at most ``refit_iter`` iterations: from that start EM creeps.  On the default study's latents (Zen 4, one
+    BLAS thread) 20 iterations took the d = 32 refit 15 s instead of the 36 s of its 51 to scikit-learn's
+    tolerance, for a mean test log-likelihood 0.07 nats lower; at d = 16, 20 of 31, 0.007 nats lower; at d = 8
+    EM converged in 17.  The sample FID moved along EM's path about as much as between sampling seeds (medians
+    over 3 seeds at d = 16: 7.30 after 10 iterations, 8.09 after 20, 7.41 after 31; docs/benchmarks.md, "The
+    study's last seconds"; docs/gmm-refit-zen4.json).  ``refit_converged_`` says whether it reached the tolerance.
 
     EM runs with one BLAS thread, and the candidates of the search are fitted side by side, as many at once as
     the process has BLAS threads (largest first): EM's products are skinny, (N, d) @ (d, d) for each component,

@@ -435,7 +435,7 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
 
     def trainer(m: ModelConfig) -> Stage:
         # the sweep scores its autoencoders on the whole test set (with the class kept): their trainings need not
-        # (6.5 s each on one Zen 4 thread, 5.2 s more than the 2000 images of the other epochs)
+        # (docs/benchmarks.md, "The study's last seconds")
         swept = m.kind == "ae" and m.d in cfg.sweep.dims
         source = warm.get(model_stage_name(m))
         if source is None:
