@@ -138,6 +138,37 @@ def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatc
     assert kernels.choose(model, forward, "fp32", "auto", rounds=1)["layers"] == []
 
 
+def test_evaluation_runs_the_layer_by_taps_where_measured_faster_once_per_layer_kind(monkeypatch):
+    """reconstruct / encode_all / decode_all measure each eligible layer once per process (by its kind, weight
+    shape, padding and threads) and run it by taps inside the evaluation only, where it measured faster: the same
+    images as PyTorch's kernels give, to rounding."""
+    from aelab.latent import decode_all
+    from aelab.metrics import reconstruct
+
+    monkeypatch.setattr(kernels, "_INFERENCE_SPEEDUPS", {})
+    torch.manual_seed(0)
+    model, x = AutoEncoder(8).eval(), torch.rand(40, 1, 28, 28)
+    with torch.no_grad():
+        truth = model(x)  # PyTorch's kernels, before any measurement
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)  # every measured layer counts as faster
+    got = reconstruct(model, x)
+    assert list(kernels._INFERENCE_SPEEDUPS) == [("ConvTranspose2d", (32, 1, 5, 5), (0, 0), torch.get_num_threads())]
+    torch.testing.assert_close(got, truth, rtol=1e-5, atol=1e-6)
+    assert type(model.decoder[8]) is nn.ConvTranspose2d  # the plain layer again after the evaluation
+    # another model with the same layer is not measured again: its probe forward is never called
+    other = AutoEncoder(8).eval()
+    with kernels.for_inference(other, forward=lambda: pytest.fail("measured again")):
+        assert type(other.decoder[8]) is kernels.TapsConvTranspose2d
+    z = torch.randn(30, 8).numpy()
+    with torch.no_grad():
+        torch.testing.assert_close(decode_all(model, z, batch_size=7), model.decode(torch.as_tensor(z)),
+                                   rtol=1e-5, atol=1e-6)
+    # where the taps measured slower, PyTorch's kernels stay
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", float("inf"))
+    with kernels.for_inference(model, forward=lambda: None):
+        assert type(model.decoder[8]) is nn.ConvTranspose2d
+
+
 def _fit(tmp_path, name, epochs=1, resume=False, **train):
     from aelab.config import lecture_train
     from aelab.train import fit

@@ -19,6 +19,8 @@ the gradients are the library's to the bit; only the forward's rounding differs 
 ``choose(model, forward, precision)`` times both forwards on the layers' training inputs and keeps this one for a
 layer only where it is at least ``MIN_SPEEDUP`` faster, in fp32 only (under bf16 autocast the taps ran 0.62x
 oneDNN's speed); ``use(model, layers)`` runs those layers this way inside a ``with`` block (``fit`` does both).
+``for_inference(model, forward)`` does the same for an evaluation (aelab's evaluation functions call it), which
+runs in fp32 whatever precision the model trained in.
 """
 
 from __future__ import annotations
@@ -181,6 +183,40 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
     chosen = [name for name in names if speedups.get(name, 0.0) >= MIN_SPEEDUP]
     return {"layers": chosen, "speedups": speedups,
             "reason": f"taps where the forward measured >= {MIN_SPEEDUP}x PyTorch's (median of {rounds} pairs)"}
+
+
+# the taps' no-grad forward speed-up measured in this process, by layer: (class, weight shape, padding, threads)
+_INFERENCE_SPEEDUPS: dict[tuple, float] = {}
+
+
+def _signature(m: nn.Module) -> tuple:
+    return type(m).__name__, tuple(m.weight.shape), tuple(m.padding), torch.get_num_threads()
+
+
+@contextmanager
+def for_inference(model: nn.Module, forward):
+    """Inside the block, ``model``'s eligible layers run by taps where their no-grad forward measured at least
+    ``MIN_SPEEDUP`` faster so (``choose``'s rule) on a CPU in fp32; ``forward()`` runs the model on a batch of
+    the evaluation and is called only to measure a layer not yet measured in this process (each layer's speed-up
+    is kept by its kind, weight shape, padding and thread count, so every model of the process with such a layer
+    computes it the same way).  On a Zen 4 in fp32 the lecture decoder's last layer, ``ConvTranspose2d(32, 1, 5)``,
+    measured 2.4x to 3x faster so, and ``metrics.reconstruct`` 1.2x (docs/benchmarks.md, "The study's last
+    seconds"; docs/inference-taps-zen4.json)."""
+    params = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    names = [name for name, m in model.named_modules() if eligible(m)] if params is not None else []
+    if not names or params.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        yield
+        return
+    modules = dict(model.named_modules())
+    todo = [name for name in names if _signature(modules[name]) not in _INFERENCE_SPEEDUPS]
+    if todo:
+        inputs = _layer_inputs(model, forward, todo)
+        for name in todo:
+            if name in inputs:
+                _INFERENCE_SPEEDUPS[_signature(modules[name])] = _speedup(modules[name], inputs[name], 7)
+    chosen = [name for name in names if _INFERENCE_SPEEDUPS.get(_signature(modules[name]), 0.0) >= MIN_SPEEDUP]
+    with use(model, chosen):
+        yield
 
 
 def _speedup(m: nn.Module, x: torch.Tensor, rounds: int) -> float:

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
 
+from aelab import kernels
 from aelab.errors import ConfigError
 from aelab.metrics import Codec, evaluating, inference_batch
 
@@ -54,7 +55,9 @@ def encode_all(codec: Codec, x: torch.Tensor, batch_size: int | None = None) -> 
     """f(x) for all x: (N, C, H, W) -> (N, D) float64, in batches (``metrics.inference_batch`` unless given)."""
     with evaluating(codec) as (dev, fmt):
         batch_size = batch_size or inference_batch(dev, x[0].numel())
-        z = [codec.encode(xb.to(dev).contiguous(memory_format=fmt)).cpu() for xb in x.split(batch_size)]
+        first = x[:batch_size].to(dev).contiguous(memory_format=fmt)
+        with kernels.for_inference(codec, lambda: codec.encode(first)):
+            z = [codec.encode(xb.to(dev).contiguous(memory_format=fmt)).cpu() for xb in x.split(batch_size)]
     return torch.cat(z).double().numpy()
 
 
@@ -64,9 +67,9 @@ def decode_all(codec: Codec, z: np.ndarray, batch_size: int | None = None) -> to
     of the decoded image's size, learnt from the first latent, unless given)."""
     zt = torch.as_tensor(z, dtype=torch.float32)
     with evaluating(codec) as (dev, _):
-        x = [codec.decode(zt[:1].to(dev)).cpu().contiguous()]
-        batch_size = batch_size or inference_batch(dev, x[0][0].numel())
-        x += [codec.decode(zb.to(dev)).cpu().contiguous() for zb in zt[1:].split(batch_size)]
+        batch_size = batch_size or inference_batch(dev, codec.decode(zt[:1].to(dev))[0].numel())
+        with kernels.for_inference(codec, lambda: codec.decode(zt[:batch_size].to(dev))):
+            x = [codec.decode(zb.to(dev)).cpu().contiguous() for zb in zt.split(batch_size)]
     return torch.cat(x)
 
 

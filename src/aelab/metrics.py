@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from aelab import kernels
 from aelab.data import Dataset, to_float
 
 
@@ -80,8 +81,10 @@ def reconstruct(codec: Codec, x: torch.Tensor, batch_size: int | None = None) ->
     (contiguous)."""
     with evaluating(codec) as (dev, fmt):
         batch_size = batch_size or inference_batch(dev, x[0].numel())
-        out = [codec.decode(codec.encode(xb.to(dev).contiguous(memory_format=fmt))).float().cpu().contiguous()
-               for xb in x.split(batch_size)]
+        first = x[:batch_size].to(dev).contiguous(memory_format=fmt)
+        with kernels.for_inference(codec, lambda: codec.decode(codec.encode(first))):
+            out = [codec.decode(codec.encode(xb.to(dev).contiguous(memory_format=fmt))).float().cpu().contiguous()
+                   for xb in x.split(batch_size)]
     return torch.cat(out)
 
 
@@ -98,10 +101,12 @@ def reconstruction_scores(codec: Codec, x: torch.Tensor, batch_size: int | None 
     inputs = x if inputs is None else inputs
     with evaluating(codec) as (dev, fmt):
         batch_size = batch_size or inference_batch(dev, x[0].numel())
-        for xb, ib in zip(x.split(batch_size), inputs.split(batch_size), strict=True):
-            xb = xb.to(dev).contiguous(memory_format=fmt)
-            x_hat = codec.decode(codec.encode(ib.to(dev).contiguous(memory_format=fmt)))
-            sse.append((x_hat.float() - xb).pow(2).flatten(1).sum(1).double().cpu())
+        first = inputs[:batch_size].to(dev).contiguous(memory_format=fmt)
+        with kernels.for_inference(codec, lambda: codec.decode(codec.encode(first))):
+            for xb, ib in zip(x.split(batch_size), inputs.split(batch_size), strict=True):
+                xb = xb.to(dev).contiguous(memory_format=fmt)
+                x_hat = codec.decode(codec.encode(ib.to(dev).contiguous(memory_format=fmt)))
+                sse.append((x_hat.float() - xb).pow(2).flatten(1).sum(1).double().cpu())
     return scores_from_sse(torch.cat(sse), x[0].numel())
 
 
