@@ -199,9 +199,10 @@ def for_inference(model: nn.Module, forward):
     ``MIN_SPEEDUP`` faster so (``choose``'s rule) on a CPU in fp32; ``forward()`` runs the model on a batch of
     the evaluation and is called only to measure a layer not yet measured in this process (each layer's speed-up
     is kept by its kind, weight shape, padding and thread count, so every model of the process with such a layer
-    computes it the same way).  On a Zen 4 in fp32 the lecture decoder's last layer, ``ConvTranspose2d(32, 1, 5)``,
-    measured 2.4x to 3x faster so, and ``metrics.reconstruct`` 1.2x (docs/benchmarks.md, "The study's last
-    seconds"; docs/inference-taps-zen4.json)."""
+    computes it the same way; as in ``fit``, a score's last digits (about 1e-8 here) so follow the measurement,
+    which another process may decide otherwise).  On a Zen 4 in fp32 the lecture decoder's last layer,
+    ``ConvTranspose2d(32, 1, 5)``, measured 2.4x to 3x faster so, and ``metrics.reconstruct`` 1.2x
+    (docs/benchmarks.md, "The study's last seconds"; docs/inference-taps-zen4.json)."""
     params = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     names = [name for name, m in model.named_modules() if eligible(m)] if params is not None else []
     if not names or params.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
