@@ -23,13 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gmm_precision import autoencoder_latents
+from gmm_precision import autoencoder_latents, mnist_and_reference
 from run import _write
 from threadpoolctl import threadpool_limits
 
-from aelab.data import load
-from aelab.evaluator import judge_for
-from aelab.experiments import sample_reference
 from aelab.latent import GMM, decode_all
 from aelab.quality import sample_scores
 from aelab.runs import environment
@@ -37,7 +34,9 @@ from aelab.runs import environment
 
 def candidates_at(z: np.ndarray, z_test: np.ndarray, ref, codec, n_samples: int, candidates: tuple[int, ...],
                   refit_caps: tuple[int, ...], subset: int) -> dict:
-    gmm = GMM(candidates=candidates, subset=subset)
+    # each refit to scikit-learn's tolerance, as GMM.fit refitted its choice when this was measured (it now stops
+    # after GMM.refit_iter iterations; --refit-caps scores such caps)
+    gmm = GMM(candidates=candidates, subset=subset, refit_iter=300)
     sub, held = gmm.split(z)
     out, capped = {}, {}
 
@@ -56,7 +55,7 @@ def candidates_at(z: np.ndarray, z_test: np.ndarray, ref, codec, n_samples: int,
             search_s[c] = time.perf_counter() - t0
         for c in sorted(fits):
             t0 = time.perf_counter()
-            refit = gmm._mixture(c, fits[c]).fit(z)   # the refit GMM.fit makes of its choice
+            refit = gmm._mixture(c, fits[c]).fit(z)   # the refit GMM.fit made of its choice
             out[c] = {"bic": float(fits[c].bic(sub)), "held_out_loglik": float(fits[c].score(held)),
                       "search_s": search_s[c], "search_iterations": int(fits[c].n_iter_),
                       **scored(refit, time.perf_counter() - t0, int(refit.n_iter_))}
@@ -85,8 +84,7 @@ def main() -> None:
                     "that many EM iterations (0: not refitted), scored beside its converged refit")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    train, test = load("mnist", "train"), load("mnist", "test")
-    ref = sample_reference(judge_for(train, test, progress=False), train)
+    train, test, ref = mnist_and_reference()
     result = {"environment": environment(), "run": str(args.run), "dims": {}}
     for d in (int(v) for v in args.dims.split(",")):
         folder, codec, z, z_test = autoencoder_latents(args.run, d, train, test)  # a warm-started one too
