@@ -307,10 +307,10 @@ def precision_probe() -> dict:
     return {**choice, "probe_seconds": time.perf_counter() - t0}
 
 
-def kernel_probe() -> dict:
-    """What ``kernels = auto`` measures at the start of an fp32 run on a CPU (``aelab.kernels``: the decoder's
-    last layer by taps against PyTorch's kernels, on one batch of the default recipe's size), and how long it
-    takes."""
+def kernel_probe(precision: str) -> dict:
+    """What ``kernels = auto`` measures at the start of a run in ``precision`` on a CPU (``aelab.kernels``: the
+    decoder's last layer by taps against PyTorch's kernels, on one batch of the default recipe's size), and how
+    long it takes."""
     from aelab.config import TrainConfig
     from aelab.train import choose_kernels
 
@@ -319,7 +319,7 @@ def kernel_probe() -> dict:
     model = AutoEncoder(8).to(DEVICE, memory_format=fmt)
     x = torch.rand(TrainConfig().batch_size, 1, 28, 28)
     t0 = time.perf_counter()
-    choice = choose_kernels(model, x, TrainConfig(device=DEVICE.type), DEVICE, fmt, 1, "fp32")
+    choice = choose_kernels(model, x, TrainConfig(device=DEVICE.type), DEVICE, fmt, 1, precision)
     return {**choice, "probe_seconds": time.perf_counter() - t0}
 
 
@@ -347,10 +347,12 @@ def throughput(repeats: int, only: list[str] | None = None) -> dict:
     # the default recipe measures fp32 against bf16 once per run (precision = auto); on 3000 samples that
     # one-time probe would dominate, so it is timed on its own and the steady state uses its choice
     probe = precision_probe()
-    kernels = kernel_probe()  # timed inside every fit call too (it is part of a run's cost), reported here alone
+    # timed inside every fit call too (it is part of a run's cost), reported here alone, in the precision chosen
+    kernels = kernel_probe(probe["precision"])
     # the default trainer and what was tried on the way to it, in the same rounds as the lecture loop
     runs = {"lecture loop": ("lecture loop", {}, {}), "fit default": ("fit", {"choice": probe}, {}),
             "fit default, allocator unchanged": ("fit", {"choice": probe}, SYSTEM_ALLOCATOR),
+            "fit default, PyTorch's kernels only": ("fit", {"choice": probe, "kernels": "torch"}, {}),
             "lecture loop, freed memory kept": ("lecture loop", {"keep_freed_memory": True}, {}),
             "fit default, fp32": ("fit", {"precision": "fp32"}, {}),
             "fit default, fp32, PyTorch's kernels only": ("fit", {"precision": "fp32", "kernels": "torch"}, {}),

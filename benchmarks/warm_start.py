@@ -15,6 +15,9 @@ says, and scores it the same way:
     python benchmarks/warm_start.py --run runs/zen4-heldout --models ae-d8,vae-d8 --start warm --epochs 1,2 \\
         [--compare runs/zen4-warm] --out docs/recipe-trials/zen4-warm-start.json
 
+``--freeze`` keeps the named layers' copied weights fixed while it trains (no gradient: less backward, and
+the layers nearest the image, trained at the source's d, are kept as they are).
+
 ``--compare RUN`` also scores the same models of another study (say, one whose plan warm-started them); with
 ``--epochs ''`` nothing is trained.
 
@@ -110,6 +113,8 @@ def main() -> None:
     p.add_argument("--epochs", default="2", help="epochs of each training, comma-separated; '': none")
     p.add_argument("--compare", type=Path, help="another study whose models of these names are scored too")
     p.add_argument("--logvar", type=float, default=-4.0, help="from-ae: the initial log-variance")
+    p.add_argument("--freeze", default="", help="layers whose copied weights stay fixed while it trains, "
+                   "comma-separated (encoder.0,encoder.2); several sets separated by ';'; '': none")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     cfg, latent = resolve("default"), LatentConfig()
@@ -142,7 +147,8 @@ def main() -> None:
                 raise SystemExit(f"--start {start} does not apply to {name} (warm: every model the default plan "
                                  f"warm-starts, {', '.join(sources)}; svd: those of them that are AEs; from-ae: VAEs)")
             source = load_trained(stage_dir(args.run, source_name))[0]
-            for epochs in (int(e) for e in args.epochs.split(",") if e):
+            for epochs, frozen in ((int(e), f) for e in args.epochs.split(",") if e
+                                   for f in args.freeze.split(";")):
                 model = build_model(model_cfg, data[0].shape, 0)
                 if start == "from-ae":
                     from_ae_(model, source, x_train, args.logvar)
@@ -151,11 +157,13 @@ def main() -> None:
                     if start == "svd":
                         svd_bottleneck_(model, source, x_train)
                 at_start = scores(model, model_cfg.kind, data, judge, ref, latent)
+                for layer in filter(None, frozen.split(",")):  # no gradient, so no update and less backward
+                    model.get_submodule(layer).requires_grad_(False)
                 t0 = time.perf_counter()
                 history = fit(model.train(), x_train, to_float(data[1].images),
                               dataclasses.replace(TrainConfig(), epochs=epochs), progress=False)
                 seconds = time.perf_counter() - t0
-                record({"model": name, "start": start, "source": source_name, "epochs": epochs,
+                record({"model": name, "start": start, "source": source_name, "epochs": epochs, "frozen": frozen,
                         "seconds": seconds, "precision": history.precision.get("precision"),
                         "at_start": at_start, **scores(model, model_cfg.kind, data, judge, ref, latent)})
 

@@ -164,9 +164,9 @@ class TrainConfig:
     precision: str = _f("auto", "fp32, bf16 (autocast, fp32 weights) or auto (bf16 only where a short "
                                 "measurement shows it faster; recorded in run.json).")
     kernels: str = _f("auto", "The decoder's last layer (a stride-1 convolution into the image's channels) on a "
-                              "CPU in fp32: auto (by a matrix product and shifted adds where a short measurement "
-                              "shows it faster; recorded in run.json), torch (PyTorch's kernels always) or taps "
-                              "(aelab.kernels).")
+                              "CPU: auto (by a matrix product and shifted adds where a short measurement in the "
+                              "training's precision shows it faster; recorded in run.json), torch (PyTorch's "
+                              "kernels always) or taps (aelab.kernels).")
 
     def __post_init__(self) -> None:
         from aelab.kernels import KERNELS

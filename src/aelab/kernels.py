@@ -1,6 +1,6 @@
-"""A faster forward for the decoder's last layer on a CPU in fp32: the stride-1 convolution into the image's few
-channels (a ConvTranspose2d in the lecture's decoder, a Conv2d in the resize and pixel-shuffle ones), computed as
-one matrix product and k x k shifted adds.
+"""A faster forward for the decoder's last layer on a CPU: the stride-1 convolution into the image's few channels (a
+ConvTranspose2d in the lecture's decoder, a Conv2d in the resize and pixel-shuffle ones), computed as one matrix
+product and k x k shifted adds.
 
 Why: oneDNN, which runs PyTorch's convolutions on a CPU, handles a layer with one output channel poorly.  The
 lecture's ``ConvTranspose2d(32, 1, 5)`` is 2 % of the model's multiply-adds and took 10 % of an fp32 training step
@@ -13,14 +13,19 @@ layer's forward + backward ran 1.49x faster so, and ``fit`` 1.036x (docs/benchma
 by a matrix product and shifted adds").  A stride-1 Conv2d is the transposed convolution with the flipped kernel,
 its channels swapped, cropped by k - 1 - p instead of p: the same scatter.
 
-The backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
-the gradients are the library's to the bit; only the forward's rounding differs (fp32 sums in another order).
+Under bf16 autocast the layer computes as autocast would have it compute: on bf16 copies of its input and weights,
+the tap planes summed in fp32 and the output rounded to bf16.  Whether that pays depends on the CPU: on a Zen 4
+(avx512_bf16, no AMX) the forward ran 2.9x oneDNN's and ``fit`` 1.06x faster, on an AMX Xeon, whose bf16
+convolutions are fast, 0.62x (docs/benchmarks.md, "The decoder's last layer by taps in bf16").
 
-``choose(model, forward, precision)`` times both forwards on the layers' training inputs and keeps this one for a
-layer only where it is at least ``MIN_SPEEDUP`` faster, in fp32 only (under bf16 autocast the taps ran 0.62x
-oneDNN's speed); ``use(model, layers)`` runs those layers this way inside a ``with`` block (``fit`` does both).
-``for_inference(model, forward)`` does the same for an evaluation (aelab's evaluation functions call it), which
-runs in fp32 whatever precision the model trained in.
+The backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
+the gradients are the library's to the bit; only the forward's rounding differs (its sums in another order).
+
+``choose(model, forward, precision)`` times both forwards on the layers' training inputs, in the training's
+precision, and keeps this one for a layer only where it is at least ``MIN_SPEEDUP`` faster; ``use(model, layers)``
+runs those layers this way inside a ``with`` block (``fit`` does both).  ``for_inference(model, forward)`` does the
+same for an evaluation (aelab's evaluation functions call it), which runs in fp32 whatever precision the model
+trained in.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import time
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from aelab.recipe import autocast
 
 KERNELS = ("auto", "torch", "taps")  # train.kernels: measure, PyTorch's kernels only, taps wherever allowed
 MAX_CHANNELS = 4  # taps only for layers into at most this many channels (an image's): C_out k k plane adds each
@@ -112,28 +118,37 @@ def conv2d_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return _Taps.apply(x, weight, bias, _checked("conv2d_taps", x, weight, padding, False), False)
 
 
+def _on_cpu(taps, m: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``taps(x, weight, bias, padding)`` for layer m; under CPU autocast on x, weight and bias cast to autocast's
+    dtype, as autocast casts them for a convolution (the casts are in the graph: the fp32 weights get the
+    gradient)."""
+    if not torch.is_autocast_enabled("cpu"):
+        return taps(x, m.weight, m.bias, m.padding)
+    dtype = torch.get_autocast_dtype("cpu")
+    with torch.autocast("cpu", enabled=False):
+        return taps(x.to(dtype), m.weight.to(dtype), None if m.bias is None else m.bias.to(dtype), m.padding)
+
+
 class TapsConvTranspose2d(nn.ConvTranspose2d):
-    """A ConvTranspose2d whose forward is ``conv_transpose2d_taps`` on a CPU outside autocast (``use`` gives a layer
-    this class for a while: same parameters, same state_dict)."""
+    """A ConvTranspose2d whose forward is ``conv_transpose2d_taps`` on a CPU, in autocast's dtype under autocast
+    (``use`` gives a layer this class for a while: same parameters, same state_dict)."""
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        if output_size is not None or torch.is_autocast_enabled(x.device.type) or x.device.type != "cpu":
+        if output_size is not None or x.device.type != "cpu":
             return super().forward(x, output_size)
-        return conv_transpose2d_taps(x, self.weight, self.bias, self.padding)
+        return _on_cpu(conv_transpose2d_taps, self, x)
 
 
 class TapsConv2d(nn.Conv2d):
-    """A Conv2d whose forward is ``conv2d_taps`` on a CPU outside autocast (as ``TapsConvTranspose2d``)."""
+    """A Conv2d whose forward is ``conv2d_taps`` on a CPU (as ``TapsConvTranspose2d``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type) or x.device.type != "cpu":
+        if x.device.type != "cpu":
             return super().forward(x)
-        return conv2d_taps(x, self.weight, self.bias, self.padding)
+        return _on_cpu(conv2d_taps, self, x)
 
 
 TAPS = {nn.ConvTranspose2d: TapsConvTranspose2d, nn.Conv2d: TapsConv2d}  # a layer's class -> its class by taps
-REFERENCE = {nn.ConvTranspose2d: F.conv_transpose2d, nn.Conv2d: F.conv2d}
-BY_TAPS = {nn.ConvTranspose2d: conv_transpose2d_taps, nn.Conv2d: conv2d_taps}
 
 
 def eligible(m: nn.Module) -> bool:
@@ -164,25 +179,28 @@ def use(model: nn.Module, layers: list[str]):
 
 def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rounds: int = 7) -> dict:
     """Which of ``model``'s eligible layers run by taps in training, where ``forward()`` runs the model on a
-    training batch: none off a CPU, under bf16 or for kernels "torch"; every eligible one for "taps"; for "auto"
-    those whose no-grad forward, timed against PyTorch's on the layer's own input in ``rounds`` pairs (the order
-    flipping from pair to pair), is at least ``MIN_SPEEDUP`` faster by the median of the pairs' ratios.  Returns
-    {"layers": [...], "reason": ..., "speedups": {layer: ratio}} for run.json; the global RNG is left as it was."""
+    training batch and precision is the training's (fp32, or bf16 for bf16 autocast): none off a CPU or for
+    kernels "torch"; every eligible one for "taps"; for "auto" those whose no-grad forward in that precision, timed
+    against PyTorch's on the layer's own input in ``rounds`` pairs (the order flipping from pair to pair), is at
+    least ``MIN_SPEEDUP`` faster by the median of the pairs' ratios.  Returns {"layers": [...], "reason": ...,
+    "speedups": {layer: ratio}} for run.json; the global RNG is left as it was."""
     names = [name for name, m in model.named_modules() if eligible(m)]
     device = next(model.parameters()).device
     if kernels == "torch" or not names:
         return {"layers": [], "reason": "set by train.kernels" if names else "no eligible layer"}
-    if device.type != "cpu" or precision != "fp32":
-        return {"layers": [], "reason": f"PyTorch's kernels on {device.type} in {precision} (taps: fp32 on a CPU)"}
+    if device.type != "cpu":
+        return {"layers": [], "reason": f"PyTorch's kernels on {device.type} (taps: on a CPU)"}
     if kernels == "taps":
         return {"layers": names, "reason": "set by train.kernels"}
-    inputs = _layer_inputs(model, forward, names)
-    modules = dict(model.named_modules())
-    # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
-    speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
+    with autocast(device, precision):  # the layers' inputs, and their forwards, as the training's steps have them
+        inputs = _layer_inputs(model, forward, names)
+        modules = dict(model.named_modules())
+        # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
+        speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
     chosen = [name for name in names if speedups.get(name, 0.0) >= MIN_SPEEDUP]
     return {"layers": chosen, "speedups": speedups,
-            "reason": f"taps where the forward measured >= {MIN_SPEEDUP}x PyTorch's (median of {rounds} pairs)"}
+            "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's (median of "
+                      f"{rounds} pairs)"}
 
 
 # the taps' no-grad forward speed-up measured in this process, by layer: (class, weight shape, padding, threads)
@@ -221,9 +239,9 @@ def for_inference(model: nn.Module, forward):
 
 
 def _speedup(m: nn.Module, x: torch.Tensor, rounds: int) -> float:
-    """PyTorch's no-grad forward time of layer m on x over the taps', the median of ``rounds`` pairs' ratios."""
-    ways = (lambda: REFERENCE[type(m)](x, m.weight, m.bias, padding=m.padding),
-            lambda: BY_TAPS[type(m)](x, m.weight, m.bias, m.padding))
+    """PyTorch's no-grad forward time of (plain) layer m on x over the taps', the median of ``rounds`` pairs'
+    ratios, each forward as the layer runs it (under the caller's autocast, if any)."""
+    ways = (lambda: type(m).forward(m, x), lambda: TAPS[type(m)].forward(m, x))
     ratios = []
     with torch.no_grad():
         for r in range(rounds + 1):  # the first pair warms both up and is not counted

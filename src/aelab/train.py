@@ -460,10 +460,10 @@ def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, p
 
 def resumed_kernels(rec: dict, model, device: torch.device, precision: str) -> dict:
     """The layers a checkpoint's run computed by taps (``rec``: its JSON record), for the run that resumes it (none
-    where the taps do not run: off a CPU or in bf16, as when a run from a CPU is resumed on a GPU)."""
+    where the taps do not run: off a CPU, as when a run from a CPU is resumed on a GPU)."""
     if "kernels" not in rec:
         return {"layers": [], "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
-    if device.type != "cpu" or precision != "fp32":
+    if device.type != "cpu":
         return {"layers": [], "reason": f"resumed on {device.type} in {precision}: PyTorch's kernels"}
     layers = [name for name in rec["kernels"].get("layers", []) if name in dict(model.named_modules())]
     return {**rec["kernels"], "layers": layers}
