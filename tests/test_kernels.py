@@ -137,13 +137,47 @@ def test_under_bf16_autocast_the_layer_computes_in_bf16_with_autocasts_gradients
         assert a.dtype == t.dtype and torch.equal(a, t)
 
 
+@pytest.mark.parametrize("layer", [nn.ConvTranspose2d(32, 32, 3, stride=2), nn.Conv2d(32, 32, 4, stride=2)])
+def test_a_layer_kept_in_fp32_under_autocast_computes_as_the_fp32_layer(layer):
+    """Under bf16 autocast a layer swapped to fp32 gives what the plain layer gives in fp32 on the bf16 input cast
+    up, bit for bit, gradients too (the input's in bf16, as autocast's cast hands it back); outside autocast it is
+    the plain layer."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 32, 9, 9).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    truth = layer(x.float())
+    with kernels.use(nn.Sequential(layer), [], ["0"]):
+        assert type(layer) is kernels.FP32[type(layer).__mro__[1]]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mine = layer(x)
+        assert torch.equal(layer(x.float()), truth)
+    assert type(layer) in kernels.FP32 and mine.dtype == torch.float32 and torch.equal(mine, truth)
+    up = torch.randn_like(truth)
+    params = (x, layer.weight, layer.bias)
+    for a, t in zip(torch.autograd.grad(mine, params, up), torch.autograd.grad(truth, params, up), strict=True):
+        assert a.dtype == t.dtype and torch.equal(a, t)
+
+
+def test_use_refuses_a_layer_it_cannot_swap():
+    model = AutoEncoder(8)
+    with pytest.raises(ValueError, match="not a plain Conv2d"):
+        with kernels.use(model, [], ["decoder.1"]):  # a ReLU
+            pass
+    with pytest.raises(ValueError, match="stride-1"):
+        with kernels.use(model, ["decoder.6"]):  # 32 output channels
+            pass
+    assert all(type(m) not in (*kernels.TAPS.values(), *kernels.FP32.values()) for m in model.modules())
+
+
 def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatch):
+    monkeypatch.setattr(kernels, "_ISLAND_SPEEDUPS", {})
     model = AutoEncoder(8).to(memory_format=torch.channels_last)
     x = torch.rand(20, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     forward = lambda: model(x)  # noqa: E731
     assert kernels.choose(model, forward, "fp32", "torch")["layers"] == []
     assert kernels.choose(model, forward, "bf16", "taps")["layers"] == ["decoder.8"]
     assert kernels.choose(model, forward, "fp32", "taps")["layers"] == ["decoder.8"]
+    convs = ["encoder.0", "encoder.2", "encoder.4", "encoder.6", "encoder.8",
+             "decoder.0", "decoder.2", "decoder.4", "decoder.6"]
     for precision in ("fp32", "bf16"):
         state = torch.random.get_rng_state()
         measured = kernels.choose(model, forward, precision, "auto", rounds=3)
@@ -151,8 +185,23 @@ def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatc
         assert set(measured["speedups"]) == {"decoder.8"} and measured["speedups"]["decoder.8"] > 0
         fast = measured["speedups"]["decoder.8"] >= kernels.MIN_SPEEDUP
         assert measured["layers"] == (["decoder.8"] if fast else []) and precision in measured["reason"]
+        # in bf16 every other convolution is timed in fp32 too, and kept so where that measured faster
+        islands = measured["fp32_speedups"]
+        assert list(islands) == (convs if precision == "bf16" else []) and all(r > 0 for r in islands.values())
+        assert measured["fp32_layers"] == [n for n in islands if islands[n] >= kernels.MIN_SPEEDUP]
+    assert all(p.grad is None for p in model.parameters())  # the measured backward leaves the weights alone
+    # a second model of the same layers is not timed again in this process, but for its new layer at the latent
+    timed = []
+    monkeypatch.setattr(kernels, "island", lambda m, *a: timed.append(m) or 1.0)
+    other = AutoEncoder(4).to(memory_format=torch.channels_last)
+    assert kernels.choose(other, lambda: other(x), "bf16", "auto", rounds=1)["fp32_speedups"]["encoder.2"] == \
+        measured["fp32_speedups"]["encoder.2"]
+    assert timed == [other.decoder[0]]  # (its encoder.8, into 4 channels, is one the taps compute instead)
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", float("inf"))  # nothing is ever fast enough
     assert kernels.choose(model, forward, "fp32", "auto", rounds=1)["layers"] == []
+    assert kernels.choose(model, forward, "bf16", "auto", rounds=1)["fp32_layers"] == []
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)  # everything is
+    assert kernels.choose(model, forward, "bf16", "auto", rounds=1)["fp32_layers"] == convs
 
 
 def test_evaluation_runs_the_layer_by_taps_where_measured_faster_once_per_layer_kind(monkeypatch):
@@ -231,6 +280,22 @@ def test_a_resumed_run_computes_its_layers_as_the_checkpoint_says(tmp_path, monk
     assert old.kernels["layers"] == [] and "before aelab.kernels" in old.kernels["reason"]
 
 
+def test_a_bf16_fit_with_layers_in_fp32_records_them_and_its_resume_keeps_them(tmp_path, monkeypatch):
+    """Where every layer measures faster in fp32, a bf16 run keeps all but the taps' one in fp32: it trains as the
+    plain bf16 run does up to the rounding of those layers (its loss within 2 %), records them, and a resumed run
+    computes them so without measuring again."""
+    _, plain = _fit(tmp_path, "plain", epochs=1, precision="bf16", kernels="torch")
+    monkeypatch.setattr(kernels, "_ISLAND_SPEEDUPS", {})
+    monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)
+    model, mixed = _fit(tmp_path, "mixed", epochs=1, precision="bf16")
+    assert mixed.kernels["layers"] == ["decoder.8"] and len(mixed.kernels["fp32_layers"]) == 9
+    assert all(type(m) not in (*kernels.TAPS.values(), *kernels.FP32.values()) for m in model.modules())
+    assert mixed.epochs[0]["train_loss"] == pytest.approx(plain.epochs[0]["train_loss"], rel=0.02)
+    monkeypatch.setattr(kernels, "choose", lambda *a, **k: pytest.fail("measured again"))
+    _, resumed = _fit(tmp_path, "mixed", epochs=2, resume=True, precision="bf16")
+    assert resumed.kernels["fp32_layers"] == mixed.kernels["fp32_layers"]
+
+
 def test_the_report_says_which_layers_ran_by_taps(tmp_path):
     from aelab.report import ran_on
 
@@ -240,6 +305,10 @@ def test_the_report_says_which_layers_ran_by_taps(tmp_path):
     assert ran_on(tmp_path) == "Some CPU, 2 thread(s), fp32, decoder.8 by taps"
     (tmp_path / "run.json").write_text(json.dumps({**run, "kernels": {"layers": []}}))
     assert ran_on(tmp_path) == "Some CPU, 2 thread(s), fp32"
+    bf16 = {**run, "precision": {"precision": "bf16"},
+            "kernels": {"layers": ["decoder.8"], "fp32_layers": ["decoder.2"]}}
+    (tmp_path / "run.json").write_text(json.dumps(bf16))
+    assert ran_on(tmp_path) == "Some CPU, 2 thread(s), bf16 autocast, decoder.8 by taps, decoder.2 in fp32"
 
 
 def test_a_checkpoint_with_taps_resumed_where_they_do_not_run_records_pytorchs_kernels():

@@ -194,7 +194,7 @@ def test_bf16_autocast_trains_close_to_fp32():
 def test_one_cycle_resumes_bit_for_bit_and_refuses_another_length(tmp_path):
     x = torch.rand(300, 1, 28, 28)
     cfg = TrainConfig(epochs=3, batch_size=50, lr=3e-3, schedule="onecycle", lr_scaling="sqrt",
-                      precision="auto", channels_last=False)
+                      precision="auto", channels_last=False, kernels="torch")  # (kernels: as the test above)
     part = _tiny_model()
     measured = fit(part, x, x[:50], cfg, tmp_path / "b", progress=False).precision
     # the straight run to compare with trains in the precision that run measured: on a CPU with native bf16 a
@@ -268,7 +268,9 @@ def test_a_run_records_what_it_did_with_the_allocator(tmp_path):
 
 def test_a_given_precision_choice_is_used_without_measuring_and_kept_on_resume(tmp_path, monkeypatch):
     x = torch.rand(200, 1, 28, 28)
-    cfg = TrainConfig(epochs=2, batch_size=50, lr=3e-3, schedule="onecycle", precision="auto", channels_last=False)
+    # PyTorch's kernels: each run's own measurement (aelab.kernels) could keep other layers in fp32
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=3e-3, schedule="onecycle", precision="auto", channels_last=False,
+                      kernels="torch")
     choice = {"precision": "bf16", "reason": "given"}
     seen = set()
 

@@ -1,6 +1,8 @@
-"""A faster forward for the decoder's last layer on a CPU: the stride-1 convolution into the image's few channels (a
-ConvTranspose2d in the lecture's decoder, a Conv2d in the resize and pixel-shuffle ones), computed as one matrix
-product and k x k shifted adds.
+"""Other ways to compute a few of the model's layers on a CPU, each taken only where a short measurement in the
+training's precision shows it faster.  The decoder's last layer, the stride-1 convolution into the image's few
+channels (a ConvTranspose2d in the lecture's decoder, a Conv2d in the resize and pixel-shuffle ones), computed as
+one matrix product and k x k shifted adds ("taps"); and under bf16 autocast the small layers that oneDNN runs
+slower in bf16 than in fp32, in fp32.
 
 Why: oneDNN, which runs PyTorch's convolutions on a CPU, handles a layer with one output channel poorly.  The
 lecture's ``ConvTranspose2d(32, 1, 5)`` is 2 % of the model's multiply-adds and took 10 % of an fp32 training step
@@ -15,24 +17,30 @@ its channels swapped, cropped by k - 1 - p instead of p: the same scatter.
 
 Under bf16 autocast the layer computes as autocast would have it compute: on bf16 copies of its input and weights,
 the tap planes summed in fp32 and the output rounded to bf16.  Whether that pays depends on the CPU: on a Zen 4
-(avx512_bf16, no AMX) the forward ran 2.9x oneDNN's and ``fit`` 1.06x faster, on an AMX Xeon, whose bf16
-convolutions are fast, 0.62x (docs/benchmarks.md, "The decoder's last layer by taps in bf16").
+(avx512_bf16, no AMX) the forward ran 2.9x oneDNN's and the training step 1.04x to 1.06x faster; on an AMX Xeon,
+whose bf16 convolutions are fast, the layer's forward + backward ran 0.62x (docs/benchmarks.md, "The decoder's
+last layer by taps, and small layers in fp32, under bf16").
 
-The backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
+Under bf16 autocast a few small layers run slower than in fp32: oneDNN's bf16 kernel for the lecture decoder's
+``ConvTranspose2d(32, 32, 3, stride 2)`` took 3.9 ms of a 62 ms step forward + backward on a Zen 4 at one thread,
+its fp32 kernel 1.7 ms.  ``choose`` times every other convolution's forward + backward both ways on its training
+input and keeps those at least ``MIN_SPEEDUP`` faster in fp32 out of autocast (``Fp32ConvTranspose2d``,
+``Fp32Conv2d``: the input cast to fp32, the output left fp32 for the next layer's autocast to cast back).
+
+The taps' backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
 the gradients are the library's to the bit; only the forward's rounding differs (its sums in another order).
 
-``choose(model, forward, precision)`` times both forwards on the layers' training inputs, in the training's
-precision, and keeps this one for a layer only where it is at least ``MIN_SPEEDUP`` faster; ``use(model, layers)``
-runs those layers this way inside a ``with`` block (``fit`` does both).  ``for_inference(model, forward)`` does the
-same for an evaluation (aelab's evaluation functions call it), which runs in fp32 whatever precision the model
-trained in.
+``choose(model, forward, precision)`` makes both measurements on the layers' training inputs, in the training's
+precision; ``use(model, layers, fp32)`` runs the chosen layers by taps and in fp32 inside a ``with`` block (``fit``
+does both).  ``for_inference(model, forward)`` chooses the taps the same way for an evaluation (aelab's evaluation
+functions call it), which runs in fp32 whatever precision the model trained in.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -151,6 +159,31 @@ class TapsConv2d(nn.Conv2d):
 TAPS = {nn.ConvTranspose2d: TapsConvTranspose2d, nn.Conv2d: TapsConv2d}  # a layer's class -> its class by taps
 
 
+def _fp32(x: torch.Tensor):
+    """The context of a layer kept in fp32: autocast off where it is on (x then comes in as bf16)."""
+    return torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else nullcontext()
+
+
+class Fp32ConvTranspose2d(nn.ConvTranspose2d):
+    """A ConvTranspose2d computed in fp32 under autocast, forward and backward, its output fp32 (the next
+    convolution's autocast casts it back); outside autocast the plain layer."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        with _fp32(x):  # the plain class by name: ``island`` calls this on a plain layer
+            return nn.ConvTranspose2d.forward(self, x.float(), output_size)
+
+
+class Fp32Conv2d(nn.Conv2d):
+    """A Conv2d computed in fp32 under autocast (as ``Fp32ConvTranspose2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _fp32(x):
+            return nn.Conv2d.forward(self, x.float())
+
+
+FP32 = {nn.ConvTranspose2d: Fp32ConvTranspose2d, nn.Conv2d: Fp32Conv2d}  # a layer's class -> its class in fp32
+
+
 def eligible(m: nn.Module) -> bool:
     """A plain Conv2d or ConvTranspose2d that the taps compute: stride 1, no dilation, one group, zero padding of at
     most k - 1 given as numbers, into at most ``MAX_CHANNELS`` channels."""
@@ -160,47 +193,91 @@ def eligible(m: nn.Module) -> bool:
 
 
 @contextmanager
-def use(model: nn.Module, layers: list[str]):
-    """Run the named layers (names as ``model.named_modules`` gives them, each ``eligible``) by taps inside the
-    block; they are the plain layers again afterwards, however the block ends."""
+def use(model: nn.Module, layers: list[str], fp32: list[str] = ()):
+    """Run the named layers (names as ``model.named_modules`` gives them, each ``eligible``) by taps, and those
+    named in ``fp32`` (Conv2d or ConvTranspose2d) in fp32 under autocast, inside the block; they are the plain
+    layers again afterwards, however the block ends."""
     modules = dict(model.named_modules())
-    swapped = [(modules[name], type(modules[name])) for name in layers]
-    for m, kind in swapped:
-        if not eligible(m):
+    swapped = [(modules[name], type(modules[name]), TAPS) for name in layers]
+    swapped += [(modules[name], type(modules[name]), FP32) for name in fp32]
+    for m, kind, classes in swapped:
+        if classes is TAPS and not eligible(m):
             raise ValueError(f"layer {m!r} is not a stride-1 Conv2d or ConvTranspose2d into at most {MAX_CHANNELS} "
                              "channels")
-        m.__class__ = TAPS[kind]
+        if kind not in classes:
+            raise ValueError(f"layer {m!r} is not a plain Conv2d or ConvTranspose2d")
+    for m, kind, classes in swapped:
+        m.__class__ = classes[kind]
     try:
         yield
     finally:
-        for m, kind in swapped:
+        for m, kind, _ in swapped:
             m.__class__ = kind
 
 
 def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rounds: int = 7) -> dict:
-    """Which of ``model``'s eligible layers run by taps in training, where ``forward()`` runs the model on a
-    training batch and precision is the training's (fp32, or bf16 for bf16 autocast): none off a CPU or for
-    kernels "torch"; every eligible one for "taps"; for "auto" those whose no-grad forward in that precision, timed
+    """Which of ``model``'s layers run otherwise in training, where ``forward()`` runs the model on a training batch
+    and precision is the training's (fp32, or bf16 for bf16 autocast): none off a CPU or for kernels "torch";
+    every eligible one by taps for "taps"; for "auto" by taps those whose no-grad forward in that precision, timed
     against PyTorch's on the layer's own input in ``rounds`` pairs (the order flipping from pair to pair), is at
-    least ``MIN_SPEEDUP`` faster by the median of the pairs' ratios.  Returns {"layers": [...], "reason": ...,
-    "speedups": {layer: ratio}} for run.json; the global RNG is left as it was."""
+    least ``MIN_SPEEDUP`` faster by the median of the pairs' ratios, and in bf16, in fp32 those other convolutions
+    whose forward + backward measured so at least ``MIN_SPEEDUP`` faster in fp32 than in bf16 (``island``).
+    Returns {"layers": [...], "fp32_layers": [...], "reason": ..., "speedups": {layer: ratio}, "fp32_speedups":
+    {layer: ratio}} for run.json; the global RNG is left as it was."""
     names = [name for name, m in model.named_modules() if eligible(m)]
+    convs = [name for name, m in model.named_modules() if type(m) in FP32 and not eligible(m)]
     device = next(model.parameters()).device
-    if kernels == "torch" or not names:
-        return {"layers": [], "reason": "set by train.kernels" if names else "no eligible layer"}
+    none = {"layers": [], "fp32_layers": []}
+    if kernels == "torch" or not names + convs:
+        return {**none, "reason": "set by train.kernels" if names + convs else "no eligible layer"}
     if device.type != "cpu":
-        return {"layers": [], "reason": f"PyTorch's kernels on {device.type} (taps: on a CPU)"}
+        return {**none, "reason": f"PyTorch's kernels on {device.type} (taps: on a CPU)"}
     if kernels == "taps":
-        return {"layers": names, "reason": "set by train.kernels"}
+        return {**none, "layers": names, "reason": "set by train.kernels"}
+    islands = convs if precision == "bf16" else []
     with autocast(device, precision):  # the layers' inputs, and their forwards, as the training's steps have them
-        inputs = _layer_inputs(model, forward, names)
+        inputs = _layer_inputs(model, forward, names + islands)
         modules = dict(model.named_modules())
         # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
         speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
-    chosen = [name for name in names if speedups.get(name, 0.0) >= MIN_SPEEDUP]
-    return {"layers": chosen, "speedups": speedups,
-            "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's (median of "
-                      f"{rounds} pairs)"}
+        first = next(name for name, m in model.named_modules() if type(m) in FP32)  # its input needs no gradient
+        fp32_speedups = {name: _island_once(modules[name], inputs[name], rounds, name != first)
+                         for name in islands if name in inputs}
+    return {"layers": [name for name in names if speedups.get(name, 0.0) >= MIN_SPEEDUP], "speedups": speedups,
+            "fp32_layers": [name for name in islands if fp32_speedups.get(name, 0.0) >= MIN_SPEEDUP],
+            "fp32_speedups": fp32_speedups,
+            "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's"
+                      + (f", fp32 where forward + backward measured >= {MIN_SPEEDUP}x bf16's (once per layer kind, "
+                         "input and thread count in the process)" if islands else "")
+                      + f" (median of {rounds} pairs)"}
+
+
+# fp32's forward + backward speed-up over bf16 measured in this process, by layer kind, input and thread count: the
+# trainings of a study, one after another in a worker process, have the same layers but at the latent
+_ISLAND_SPEEDUPS: dict[tuple, float] = {}
+
+
+def _island_once(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool) -> float:
+    key = (type(m).__name__, tuple(m.weight.shape), m.stride, m.padding, getattr(m, "output_padding", None),
+           m.dilation, m.groups, m.bias is not None, tuple(x.shape), x.dtype, input_grad, torch.get_num_threads())
+    if key not in _ISLAND_SPEEDUPS:
+        _ISLAND_SPEEDUPS[key] = island(m, x, rounds, input_grad)
+    return _ISLAND_SPEEDUPS[key]
+
+
+def island(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool = True) -> float:
+    """How much faster (plain) layer m's forward + backward on x is in fp32 than under the caller's bf16 autocast:
+    the median of ``rounds`` pairs' time ratios, the order flipping from pair to pair.  The gradients are computed
+    by ``torch.autograd.grad`` (the weights' ``.grad`` is left alone); of x only where ``input_grad``."""
+    x = x.detach().requires_grad_(input_grad)
+    wrt = [p for p in (x, *m.parameters()) if p.requires_grad]
+
+    def step(cls):
+        y = cls.forward(m, x)
+        torch.autograd.grad(y, wrt, torch.ones_like(y))
+
+    ways = (lambda: step(type(m)), lambda: step(FP32[type(m)]))
+    return _median_ratio(ways, rounds)
 
 
 # the taps' no-grad forward speed-up measured in this process, by layer: (class, weight shape, padding, threads)
@@ -242,16 +319,22 @@ def _speedup(m: nn.Module, x: torch.Tensor, rounds: int) -> float:
     """PyTorch's no-grad forward time of (plain) layer m on x over the taps', the median of ``rounds`` pairs'
     ratios, each forward as the layer runs it (under the caller's autocast, if any)."""
     ways = (lambda: type(m).forward(m, x), lambda: TAPS[type(m)].forward(m, x))
-    ratios = []
     with torch.no_grad():
-        for r in range(rounds + 1):  # the first pair warms both up and is not counted
-            seconds = [0.0, 0.0]
-            for i in (0, 1) if r % 2 else (1, 0):
-                t0 = time.perf_counter()
-                ways[i]()
-                seconds[i] = time.perf_counter() - t0
-            if r:
-                ratios.append(seconds[0] / seconds[1])
+        return _median_ratio(ways, rounds)
+
+
+def _median_ratio(ways, rounds: int) -> float:
+    """The median over ``rounds`` pairs of ways[0]()'s time over ways[1]()'s, the order flipping from pair to pair;
+    a first pair warms both up and is not counted."""
+    ratios = []
+    for r in range(rounds + 1):
+        seconds = [0.0, 0.0]
+        for i in (0, 1) if r % 2 else (1, 0):
+            t0 = time.perf_counter()
+            ways[i]()
+            seconds[i] = time.perf_counter() - t0
+        if r:
+            ratios.append(seconds[0] / seconds[1])
     return statistics.median(ratios)
 
 

@@ -30,9 +30,12 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   than fp32 — on a CPU with avx512_bf16 it is faster (1.43x per step of batch 50 on an AMD EPYC Zen 4, with
   the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json; 2.66x on a Xeon with
   AMX, +1.1 %: docs/ttq-amx.json); the choice and its timings are recorded with the run.
-- ``kernels = "auto"``: in fp32 on a CPU the decoder's last layer, into the image's channel, runs by a matrix
-  product and shifted adds where a short measurement shows its forward faster than oneDNN's (``aelab.kernels``;
-  ``fit`` 1.036x in fp32 on an avx512 Xeon: docs/benchmarks-amx-kernels.json); recorded with the run.
+- ``kernels = "auto"``: on a CPU the decoder's last layer, into the image's channel, runs by a matrix product and
+  shifted adds where a short measurement in the training's precision shows its forward faster than oneDNN's,
+  and under bf16 the small layers whose bf16 kernels measure slower than their fp32 ones run in fp32
+  (``aelab.kernels``; ``fit`` 1.036x in fp32 on an avx512 Xeon: docs/benchmarks-amx-kernels.json; the bf16 step
+  1.10x on a Zen 4 at one thread: docs/benchmarks.md, "The decoder's last layer by taps, and small layers in
+  fp32, under bf16"); recorded with the run.
 - ``warm_epochs = 2`` (a study's plan, ``aelab.pipeline.warm_sources``): in the sweep and the latent study each
   model but the largest-d one of its kind starts from that one's trained weights, all layers but the two at the
   latent (``aelab.models.warm``), and trains 2 epochs instead of 3: a study of the sweep and latent study 0.79x

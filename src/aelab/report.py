@@ -59,9 +59,10 @@ def collect(inputs: dict[str, Path], out: Path) -> dict[str, Any]:
 
 
 def ran_on(folder: Path) -> str:
-    """Where a training stage ran, in which precision and with which layers by taps (``aelab.kernels``), from what
-    its run.json records (a stage can be computed on another machine and its folder copied in: the cache key is
-    the same, and ``precision = "auto"`` may have measured another choice there); "" for the other stages."""
+    """Where a training stage ran, in which precision and with which layers by taps or in fp32 (``aelab.kernels``),
+    from what its run.json records (a stage can be computed on another machine and its folder copied in: the cache
+    key is the same, and ``precision = "auto"`` may have measured another choice there); "" for the other
+    stages."""
     run = _read(folder / "run.json") or {}
     env = run.get("environment") or {}
     if not env:
@@ -72,9 +73,10 @@ def ran_on(folder: Path) -> str:
     else:
         where = f"{env.get('cpu') or env.get('machine', '') + ' CPU'}, {env.get('torch_threads')} thread(s)"
     precision = (run.get("precision") or {}).get("precision")
-    taps = (run.get("kernels") or {}).get("layers") or []  # aelab.kernels: layers computed by taps in fp32
+    taps = (run.get("kernels") or {}).get("layers") or []  # aelab.kernels: layers computed by taps
+    fp32 = (run.get("kernels") or {}).get("fp32_layers") or [] if precision == "bf16" else []  # ... and in fp32
     return (where + {"bf16": ", bf16 autocast", "fp32": ", fp32"}.get(precision, "")
-            + (f", {', '.join(taps)} by taps" if taps else ""))
+            + (f", {', '.join(taps)} by taps" if taps else "") + (f", {', '.join(fp32)} in fp32" if fp32 else ""))
 
 
 def facts(stages: dict[str, Any]) -> dict[str, Any]:

@@ -371,7 +371,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     # one graph for the whole run: recorded in the first epoch trained, replayed in every later one
     step_fn = cudagraph.GraphedStep(model, optimizer, training_loss) if not_graphed is None else None
     model.train()
-    with kernels.use(model, kernel_choice["layers"]):  # back to plain layers however it ends
+    # back to plain layers however it ends
+    with kernels.use(model, kernel_choice["layers"], kernel_choice.get("fp32_layers", [])):
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             # the order sits beside the images: indexing GPU images with a CPU index would copy it across, and wait
@@ -443,30 +444,36 @@ def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int)
 
 
 def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, precision: str) -> dict:
-    """The layers this run computes by taps (``aelab.kernels``): as train.kernels says, measured on one batch for
-    "auto"; under torchrun only the layers every process chose, so that all of them compute the same thing."""
+    """The layers this run computes by taps, and in fp32 under bf16 autocast (``aelab.kernels``): as train.kernels
+    says, measured on one batch for "auto"; under torchrun only the layers every process chose, so that all of
+    them compute the same thing."""
     from aelab import distributed
 
     x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
     choice = kernels.choose(model, lambda: training_loss(model, x), precision, cfg.kernels)
-    names = [name for name, m in model.named_modules() if kernels.eligible(m)]
-    if names:  # every process has the same layers, so every one takes part in this sum
-        votes = distributed.all_sum([1.0 if name in choice["layers"] else 0.0 for name in names])
-        agreed = [name for name, v in zip(names, votes, strict=True) if v == n_proc]
-        if agreed != choice["layers"]:
-            choice = {**choice, "layers": agreed, "reason": choice["reason"] + "; only those every process chose"}
+    names = [name for name, m in model.named_modules() if type(m) in kernels.FP32]
+    if names:  # every process has the same layers, so every one takes part in these sums
+        for key in ("layers", "fp32_layers"):
+            votes = distributed.all_sum([1.0 if name in choice[key] else 0.0 for name in names])
+            agreed = [name for name, v in zip(names, votes, strict=True) if v == n_proc]
+            if agreed != choice[key]:
+                choice = {**choice, key: agreed, "reason": choice["reason"] + f"; {key}: only those every process "
+                                                                               "chose"}
     return choice
 
 
 def resumed_kernels(rec: dict, model, device: torch.device, precision: str) -> dict:
-    """The layers a checkpoint's run computed by taps (``rec``: its JSON record), for the run that resumes it (none
-    where the taps do not run: off a CPU, as when a run from a CPU is resumed on a GPU)."""
+    """The layers a checkpoint's run computed by taps and in fp32 (``rec``: its JSON record), for the run that
+    resumes it (none off a CPU, as when a run from a CPU is resumed on a GPU)."""
     if "kernels" not in rec:
-        return {"layers": [], "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
+        return {"layers": [], "fp32_layers": [],
+                "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
     if device.type != "cpu":
-        return {"layers": [], "reason": f"resumed on {device.type} in {precision}: PyTorch's kernels"}
-    layers = [name for name in rec["kernels"].get("layers", []) if name in dict(model.named_modules())]
-    return {**rec["kernels"], "layers": layers}
+        return {"layers": [], "fp32_layers": [], "reason": f"resumed on {device.type} in {precision}: PyTorch's "
+                                                           "kernels"}
+    modules = dict(model.named_modules())
+    return {**rec["kernels"], **{key: [name for name in rec["kernels"].get(key, []) if name in modules]
+                                 for key in ("layers", "fp32_layers")}}
 
 
 LOSS_CHECK_EVERY = 50  # steps between reads of the loss on the host (a GPU synchronisation each)
