@@ -15,6 +15,7 @@ says, and scores it the same way:
     python benchmarks/warm_start.py --run runs/zen4-heldout --models ae-d8,vae-d8 --start warm --epochs 1,2 \\
         [--compare runs/zen4-warm] --out docs/recipe-trials/zen4-warm-start.json
 
+``--kernels auto,torch`` trains each once with aelab.kernels' choice and once with PyTorch's kernels only.
 ``--freeze`` keeps the named layers' copied weights fixed while it trains (no gradient: less backward, and
 the layers nearest the image, trained at the source's d, are kept as they are).
 
@@ -113,6 +114,11 @@ def main() -> None:
     p.add_argument("--epochs", default="2", help="epochs of each training, comma-separated; '': none")
     p.add_argument("--compare", type=Path, help="another study whose models of these names are scored too")
     p.add_argument("--logvar", type=float, default=-4.0, help="from-ae: the initial log-variance")
+    p.add_argument("--seeds", default="0", help="train.seed of each training (its data order and the initial weights "
+                   "of the layers at the latent), comma-separated")
+    p.add_argument("--lr", type=float, default=TrainConfig().lr, help="the one-cycle peak (at batch 100) of each "
+                   "training")
+    p.add_argument("--kernels", default="auto", help="train.kernels of each training, comma-separated (auto, torch)")
     p.add_argument("--freeze", default="", help="layers whose copied weights stay fixed while it trains, "
                    "comma-separated (encoder.0,encoder.2); several sets separated by ';'; '': none")
     p.add_argument("--out", type=Path, required=True)
@@ -147,9 +153,10 @@ def main() -> None:
                 raise SystemExit(f"--start {start} does not apply to {name} (warm: every model the default plan "
                                  f"warm-starts, {', '.join(sources)}; svd: those of them that are AEs; from-ae: VAEs)")
             source = load_trained(stage_dir(args.run, source_name))[0]
-            for epochs, frozen in ((int(e), f) for e in args.epochs.split(",") if e
-                                   for f in args.freeze.split(";")):
-                model = build_model(model_cfg, data[0].shape, 0)
+            for epochs, frozen, kern, seed in ((int(e), f, k, int(s)) for e in args.epochs.split(",") if e
+                                               for f in args.freeze.split(";") for k in args.kernels.split(",")
+                                               for s in args.seeds.split(",")):
+                model = build_model(model_cfg, data[0].shape, seed)
                 if start == "from-ae":
                     from_ae_(model, source, x_train, args.logvar)
                 else:
@@ -161,9 +168,11 @@ def main() -> None:
                     model.get_submodule(layer).requires_grad_(False)
                 t0 = time.perf_counter()
                 history = fit(model.train(), x_train, to_float(data[1].images),
-                              dataclasses.replace(TrainConfig(), epochs=epochs), progress=False)
+                              dataclasses.replace(TrainConfig(), epochs=epochs, kernels=kern, seed=seed, lr=args.lr),
+                              progress=False)
                 seconds = time.perf_counter() - t0
                 record({"model": name, "start": start, "source": source_name, "epochs": epochs, "frozen": frozen,
+                        "seed": seed, "lr": args.lr, "kernels": history.kernels,
                         "seconds": seconds, "precision": history.precision.get("precision"),
                         "at_start": at_start, **scores(model, model_cfg.kind, data, judge, ref, latent)})
 

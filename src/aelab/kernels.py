@@ -17,15 +17,16 @@ its channels swapped, cropped by k - 1 - p instead of p: the same scatter.
 
 Under bf16 autocast the layer computes as autocast would have it compute: on bf16 copies of its input and weights,
 the tap planes summed in fp32 and the output rounded to bf16.  Whether that pays depends on the CPU: on a Zen 4
-(avx512_bf16, no AMX) the forward ran 2.9x oneDNN's and the training step 1.04x to 1.06x faster; on an AMX Xeon,
-whose bf16 convolutions are fast, the layer's forward + backward ran 0.62x (docs/benchmarks.md, "The decoder's
-last layer by taps, and small layers in fp32, under bf16").
+(avx512_bf16, no AMX) the forward ran 3.7x to 3.9x oneDNN's at one thread and the training step 1.05x faster;
+on an AMX Xeon, whose bf16 convolutions are fast, the layer's forward + backward ran 0.62x (docs/benchmarks.md,
+"The decoder's last layer by taps, and small layers in fp32, under bf16").
 
 Under bf16 autocast a few small layers run slower than in fp32: oneDNN's bf16 kernel for the lecture decoder's
 ``ConvTranspose2d(32, 32, 3, stride 2)`` took 3.9 ms of a 62 ms step forward + backward on a Zen 4 at one thread,
-its fp32 kernel 1.7 ms.  ``choose`` times every other convolution's forward + backward both ways on its training
-input and keeps those at least ``MIN_SPEEDUP`` faster in fp32 out of autocast (``Fp32ConvTranspose2d``,
-``Fp32Conv2d``: the input cast to fp32, the output left fp32 for the next layer's autocast to cast back).
+its fp32 kernel 1.7 ms (with it in fp32 and the last layer by taps the step ran 1.10x PyTorch's).  ``choose``
+times every other convolution's forward + backward both ways on its training input and keeps those at least
+``MIN_SPEEDUP`` faster in fp32 out of autocast (``Fp32ConvTranspose2d``, ``Fp32Conv2d``: the input cast to fp32,
+the output left fp32 for the next layer's autocast to cast back).
 
 The taps' backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
 the gradients are the library's to the bit; only the forward's rounding differs (its sums in another order).
