@@ -259,8 +259,8 @@ _ISLAND_SPEEDUPS: dict[tuple, float] = {}
 
 
 def _island_once(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool) -> float:
-    key = (type(m).__name__, tuple(m.weight.shape), m.stride, m.padding, getattr(m, "output_padding", None),
-           m.dilation, m.groups, m.bias is not None, tuple(x.shape), x.dtype, input_grad, torch.get_num_threads())
+    key = (*_signature(m), m.stride, getattr(m, "output_padding", None), m.dilation, m.groups, m.bias is not None,
+           tuple(x.shape), x.dtype, input_grad)
     if key not in _ISLAND_SPEEDUPS:
         _ISLAND_SPEEDUPS[key] = island(m, x, rounds, input_grad)
     return _ISLAND_SPEEDUPS[key]

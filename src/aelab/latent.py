@@ -55,8 +55,7 @@ def encode_all(codec: Codec, x: torch.Tensor, batch_size: int | None = None) -> 
     """f(x) for all x: (N, C, H, W) -> (N, D) float64, in batches (``metrics.inference_batch`` unless given)."""
     with evaluating(codec) as (dev, fmt):
         batch_size = batch_size or inference_batch(dev, x[0].numel())
-        first = x[:batch_size].to(dev).contiguous(memory_format=fmt)
-        with kernels.for_inference(codec, lambda: codec.encode(first)):
+        with kernels.for_inference(codec, lambda: codec.encode(x[:batch_size].to(dev).contiguous(memory_format=fmt))):
             z = [codec.encode(xb.to(dev).contiguous(memory_format=fmt)).cpu() for xb in x.split(batch_size)]
     return torch.cat(z).double().numpy()
 

@@ -81,8 +81,8 @@ def reconstruct(codec: Codec, x: torch.Tensor, batch_size: int | None = None) ->
     (contiguous)."""
     with evaluating(codec) as (dev, fmt):
         batch_size = batch_size or inference_batch(dev, x[0].numel())
-        first = x[:batch_size].to(dev).contiguous(memory_format=fmt)
-        with kernels.for_inference(codec, lambda: codec.decode(codec.encode(first))):
+        probe = lambda: codec.decode(codec.encode(x[:batch_size].to(dev).contiguous(memory_format=fmt)))  # noqa: E731
+        with kernels.for_inference(codec, probe):
             out = [codec.decode(codec.encode(xb.to(dev).contiguous(memory_format=fmt))).float().cpu().contiguous()
                    for xb in x.split(batch_size)]
     return torch.cat(out)
@@ -101,8 +101,8 @@ def reconstruction_scores(codec: Codec, x: torch.Tensor, batch_size: int | None 
     inputs = x if inputs is None else inputs
     with evaluating(codec) as (dev, fmt):
         batch_size = batch_size or inference_batch(dev, x[0].numel())
-        first = inputs[:batch_size].to(dev).contiguous(memory_format=fmt)
-        with kernels.for_inference(codec, lambda: codec.decode(codec.encode(first))):
+        probe = lambda: codec.decode(codec.encode(inputs[:batch_size].to(dev).contiguous(memory_format=fmt)))  # noqa: E731
+        with kernels.for_inference(codec, probe):
             for xb, ib in zip(x.split(batch_size), inputs.split(batch_size), strict=True):
                 xb = xb.to(dev).contiguous(memory_format=fmt)
                 x_hat = codec.decode(codec.encode(ib.to(dev).contiguous(memory_format=fmt)))
