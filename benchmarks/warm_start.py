@@ -16,6 +16,7 @@ says, and scores it the same way:
         [--compare runs/zen4-warm] --out docs/recipe-trials/zen4-warm-start.json
 
 ``--kernels auto,torch`` trains each once with aelab.kernels' choice and once with PyTorch's kernels only.
+``--source STAGE`` starts ``warm`` and ``svd`` from that stage of ``--run`` instead of the plan's source.
 ``--freeze`` keeps the named layers' copied weights fixed while it trains (no gradient: less backward, and
 the layers nearest the image, trained at the source's d, are kept as they are).
 
@@ -119,6 +120,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=TrainConfig().lr, help="the one-cycle peak (at batch 100) of each "
                    "training")
     p.add_argument("--kernels", default="auto", help="train.kernels of each training, comma-separated (auto, torch)")
+    p.add_argument("--source", help="warm, svd: the stage of RUN to start from instead of the plan's (say "
+                   "ae-d16-warm: a chain of warm starts)")
     p.add_argument("--freeze", default="", help="layers whose copied weights stay fixed while it trains, "
                    "comma-separated (encoder.0,encoder.2); several sets separated by ';'; '': none")
     p.add_argument("--out", type=Path, required=True)
@@ -147,7 +150,7 @@ def main() -> None:
             record({"model": name, "start": f"the study {args.compare}'s",
                     **scores(other, model_cfg.kind, data, judge, ref, latent)})
         for start in args.start.split(","):
-            source_name = f"ae-d{model_cfg.d}" if start == "from-ae" else sources.get(name)
+            source_name = f"ae-d{model_cfg.d}" if start == "from-ae" else args.source or sources.get(name)
             if start not in ("warm", "svd", "from-ae") or source_name is None or \
                     {"svd": "ae", "from-ae": "vae"}.get(start, model_cfg.kind) != model_cfg.kind:
                 raise SystemExit(f"--start {start} does not apply to {name} (warm: every model the default plan "

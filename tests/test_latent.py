@@ -313,6 +313,7 @@ def test_latent_study_end_to_end(tmp_path, judge, mnist_train, mnist_test):
     assert [(r["model"], r["density"]) for r in rows] == [
         ("test images", "-"), ("AE", "diag"), ("AE", "full"), ("AE", "gmm"), ("AE", "flow"), ("VAE", "prior")]
     assert all(np.isfinite(r["fid"]) for r in rows)
+    assert [r.get("codes") for r in rows[1:5]] == ["fp32"] * 4  # trained in fp32 (the lecture's recipe)
     for name in ("sampling-d4.png", "interpolation-ae-d4.png", "interpolation-pca-d4.png", "interpolation-vae-d4.png"):
         assert (tmp_path / "figures" / name).exists() and f"figures/{name}" in {f.file for f in figures}
     # the CLI reads a trained run back and samples from it
@@ -322,6 +323,51 @@ def test_latent_study_end_to_end(tmp_path, judge, mnist_train, mnist_test):
                  "--pairs", "2"]) == 0
     assert (tmp_path / "s.png").exists() and (tmp_path / "i.png").exists()
     assert main(["latent", "--set", "latent.vaes=x@8"]) == 2
+
+
+def test_codes_in_bf16_are_the_encoder_under_pytorchs_autocast(mnist_test):
+    from aelab.latent import encode_all
+    from aelab.models import AutoEncoder
+
+    torch.manual_seed(0)
+    ae, x = AutoEncoder(8).eval(), to_float(mnist_test.images[:300])
+    with torch.no_grad():
+        z32 = ae.encode(x).double().numpy()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z16 = ae.encode(x).double().numpy()
+    got = encode_all(ae, x, batch_size=128, precision="bf16")
+    # PyTorch's bf16 autocast of the same batches (oneDNN's blocking may differ with the batch: a few bf16 ulps)
+    np.testing.assert_allclose(got, z16, rtol=0, atol=4 * 2.0 ** -8 * np.abs(z16).max())
+    assert 0 < np.abs(got - z32).max() < 0.02 * np.abs(z32).max()  # bf16's rounding, not fp32's codes
+    np.testing.assert_allclose(encode_all(ae, x, batch_size=128), z32, rtol=1e-5, atol=1e-6)
+    pca = PCA(4).fit(x.flatten(1).double().numpy())  # not a network: its codes stay exact
+    np.testing.assert_array_equal(encode_all(pca, x, precision="bf16"), encode_all(pca, x))
+
+
+def test_codes_precision_follows_training_and_measurement(monkeypatch, mnist_test):
+    from aelab import kernels
+    from aelab.latent import codes_precision
+    from aelab.models import AutoEncoder
+
+    ae, x = AutoEncoder(8), to_float(mnist_test.images[:400])
+    calls = []
+
+    def ratio(ways, rounds):
+        calls.append(rounds)
+        for way in ways:  # both ways run: the fp32 encode and the bf16 one
+            assert way().shape == (167, 8)
+        return speedup
+
+    monkeypatch.setattr(kernels, "median_ratio", ratio)
+    speedup = 1.8
+    assert codes_precision(ae, x, "fp32") == {"precision": "fp32", "speedup": None,
+                                               "reason": "the model was trained in fp32"}
+    assert calls == []  # an fp32 model is never measured
+    got = codes_precision(ae, x, "bf16")
+    assert (got["precision"], got["speedup"], calls) == ("bf16", 1.8, [7]) and "1.80x" in got["reason"]
+    speedup = 1.1  # below recipe.BF16_MIN_SPEEDUP: not worth bf16's rounding
+    assert codes_precision(ae, x, "bf16")["precision"] == "fp32"
+    assert codes_precision(PCA(4).fit(x.flatten(1).double().numpy()), x, "bf16")["precision"] == "fp32"
 
 
 def test_every_command_takes_any_decoder(tmp_path):

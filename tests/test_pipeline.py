@@ -183,7 +183,30 @@ def test_report_has_every_section_with_figures_and_numbers(run):
     for r in rs["rows"]:
         assert f"{r['psnr']:.2f}" in html and f"{r['psnr']:.2f}" in md and 0 <= r["ssim"] <= 1
     assert "## Restoration" in md and "### synthetic" in md
+    # the latent study's codes: in fp32, as the quick preset's autoencoders were trained
+    latent = [r for r in metrics["stages"]["latent"]["rows"] if r["model"] == "AE"]
+    assert latent and {r["codes"] for r in latent} == {"fp32"}
+    assert "encoded in bf16" not in html and "encoded in bf16" not in md
     assert any("restore-synthetic-noise0.5" in f for f in map(str, figures))
+
+
+def test_a_latent_part_reads_the_precision_its_autoencoder_was_trained_in(tmp_path):
+    from aelab.pipeline import _trained_precision
+    from aelab.stages import Context
+
+    (tmp_path / "bf16").mkdir()
+    (tmp_path / "bf16" / "run.json").write_text(json.dumps({"precision": {"precision": "bf16", "speedup": 1.5}}))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps({"seed": 0}))  # a run recorded before precision was
+    ctx = Context(tmp_path, {"ae-d8": tmp_path / "bf16", "ae-d4": tmp_path / "old"})
+    assert (_trained_precision(ctx, "ae-d8"), _trained_precision(ctx, "ae-d4")) == ("bf16", "fp32")
+    # and the report names the latent sizes whose codes came out in bf16
+    from aelab.report import facts
+
+    rows = [{"d": "-", "model": "test images"}, *({"d": d, "model": "AE", "density": n, "codes": c}
+                                                  for d, c in ((8, "bf16"), (16, "fp32"), (32, "bf16"))
+                                                  for n in ("diag", "gmm")), {"d": 8, "model": "VAE"}]
+    assert facts({"latent": {"metrics": {"rows": rows}}})["bf16_codes"] == [8, 32]
 
 
 @SHARED_RUN

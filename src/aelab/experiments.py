@@ -265,14 +265,16 @@ def real_images_row(cfg: LatentConfig, ref, test: Dataset) -> dict:
 
 
 def latent_at(cfg: LatentConfig, d: int, ae: Codec, vaes: dict[float, Codec], pca: PCA, train: Dataset,
-              test: Dataset, ref, out: Path, *, progress: bool = True,
+              test: Dataset, ref, out: Path, *, progress: bool = True, trained: str = "fp32",
               between=lambda: None) -> tuple[list[dict], list[Figure]]:
     """The latent study at one latent size d: samples from each density of ``cfg.densities`` fitted on the
     autoencoder's training latents and from each VAE's prior (vaes: beta -> VAE of size d), scored against
     ``ref`` (``sample_reference``; None: log-likelihoods only); interpolations between the same random test
-    pairs for the AE, PCA and each VAE.  ``between()`` is called after each density (a stage computed beside
-    others takes its share of the threads there: ``aelab.threads.follow``)."""
-    from aelab.latent import decode_all, encode_all, make_density, random_pairs
+    pairs for the AE, PCA and each VAE.  The codes are encoded in bf16 where the AE was ``trained`` in it and
+    that measures faster (``latent.codes_precision``; each AE row's ``codes`` says which).  ``between()`` is
+    called after each density (a stage computed beside others takes its share of the threads there:
+    ``aelab.threads.follow``)."""
+    from aelab.latent import codes_precision, decode_all, encode_all, make_density, random_pairs
 
     x_train, x_test = to_float(train.images), to_float(test.images)
     i0, i1 = random_pairs(len(x_test), cfg.n_pairs, cfg.seed)
@@ -290,11 +292,14 @@ def latent_at(cfg: LatentConfig, d: int, ae: Codec, vaes: dict[float, Codec], pc
     def caption(row):
         return f"FID {row['fid']:.1f}, confident {row['confident']:.2f}" if "fid" in row else row["density"]
 
-    z_train, z_test = encode_all(ae, x_train), encode_all(ae, x_test)
+    codes = codes_precision(ae, x_train, trained)
+    z_train, z_test = (encode_all(ae, x, precision=codes["precision"]) for x in (x_train, x_test))
     for name in cfg.densities:
         t0 = time.perf_counter()
         row, shown = sampled(ae, fit_density(name, z_train, cfg, progress), "AE", name, z_test)
-        row["seconds"] = time.perf_counter() - t0
+        row["seconds"], row["codes"] = time.perf_counter() - t0, codes["precision"]
+        if codes["speedup"] is not None:
+            row["codes_speedup"] = codes["speedup"]
         rows.append(row)
         panels.append((f"AE d = {d}, {name}: {caption(row)}", shown))
         between()

@@ -278,7 +278,7 @@ def island(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool = True) 
         torch.autograd.grad(y, wrt, torch.ones_like(y))
 
     ways = (lambda: step(type(m)), lambda: step(FP32[type(m)]))
-    return _median_ratio(ways, rounds)
+    return median_ratio(ways, rounds)
 
 
 # the taps' no-grad forward speed-up measured in this process, by layer: (class, weight shape, padding, threads)
@@ -321,10 +321,10 @@ def _speedup(m: nn.Module, x: torch.Tensor, rounds: int) -> float:
     ratios, each forward as the layer runs it (under the caller's autocast, if any)."""
     ways = (lambda: type(m).forward(m, x), lambda: TAPS[type(m)].forward(m, x))
     with torch.no_grad():
-        return _median_ratio(ways, rounds)
+        return median_ratio(ways, rounds)
 
 
-def _median_ratio(ways, rounds: int) -> float:
+def median_ratio(ways, rounds: int) -> float:
     """The median over ``rounds`` pairs of ways[0]()'s time over ways[1]()'s, the order flipping from pair to pair;
     a first pair warms both up and is not counted."""
     ratios = []

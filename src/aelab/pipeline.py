@@ -105,6 +105,12 @@ def _model(ctx: Context, name: str, image_shape):
     return ctx.memo[key]
 
 
+def _trained_precision(ctx: Context, name: str) -> str:
+    """The precision training stage ``name`` trained in, as its run.json records it (fp32 where it does not)."""
+    run = json.loads((ctx.inputs[name] / "run.json").read_text())
+    return (run.get("precision") or {}).get("precision", "fp32")
+
+
 def _pcas(ctx: Context, dims) -> dict:
     from aelab.pca import PCA
 
@@ -333,14 +339,15 @@ def latent_part_stage(cfg: Config, d: int) -> Stage:
         rows, figures = latent_at(lat, d, _model(ctx, ae, train.shape),
                                   {beta: _model(ctx, n, train.shape) for beta, n in vaes.items()},
                                   _pcas(ctx, [d])[d], train, test, _reference(ctx, cfg), ctx.out,
-                                  progress=ctx.progress, between=threads.follow)
+                                  progress=ctx.progress, trained=_trained_precision(ctx, ae), between=threads.follow)
         return {"rows": rows, "figures": [dataclasses.asdict(f) for f in figures]}
 
     settings = {k: v for k, v in to_dict(lat).items() if k not in ("dims", "vaes")}  # what one d reads
     # version 2: the GMM's components chosen by held-out likelihood instead of BIC; 3: its EM in float32; 4: its
-    # refit on all latents stopped after 20 iterations
+    # refit on all latents stopped after 20 iterations; 5: the codes in bf16 where the AE was trained in it and that
+    # measures faster
     return Stage(f"latent-d{d}", run, {"latent": settings, "d": d, "vae_betas": list(vaes)},
-                 needs=("data", "evaluator", "reference", "pca", ae, *vaes.values()), version=4)
+                 needs=("data", "evaluator", "reference", "pca", ae, *vaes.values()), version=5)
 
 
 def latent_stage(cfg: Config) -> Stage:

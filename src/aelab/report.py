@@ -92,6 +92,7 @@ def facts(stages: dict[str, Any]) -> dict[str, Any]:
         if all("class_kept" in r for r in sweep):
             out["cnn_wins_kept"] = [d for d in dims if by[d, "CNN"]["class_kept"] > by[d, "PCA"]["class_kept"]]
     latent = stages.get("latent", {}).get("metrics", {}).get("rows", [])
+    out["bf16_codes"] = sorted({r["d"] for r in latent if r.get("codes") == "bf16"})  # latent.codes_precision
     ae = [r for r in latent if r["model"] == "AE" and "fid" in r]
     if ae:
         best = {}
