@@ -67,8 +67,9 @@ def codes_precision(codec: Codec, x: torch.Tensor, trained: str, rounds: int = 7
     its run.json records) and encoding a batch of x (N, C, H, W) under bf16 autocast measured at least
     ``recipe.BF16_MIN_SPEEDUP`` faster than in fp32 here (median of ``rounds`` pairs), else fp32.  The bf16 codes
     are the model's function as it was trained; they differ from the fp32 ones by about 0.2 % of their RMS.  On
-    a Zen 4 at one thread bf16 encoded 1.8x faster, 8 s of a 57 s latent part at d = 8 (docs/benchmarks.md, "The
-    latent study's codes in bf16").  Returns {"precision", "speedup" (None: not measured), "reason"}."""
+    a Zen 4 at one thread bf16 encoded 1.8x faster, and the latent part at d = 8 took 50.9 s against 57.4 s
+    (docs/benchmarks.md, "The latent study's codes in bf16").  Returns {"precision", "speedup" (None: not
+    measured), "reason"}."""
     if trained != "bf16" or not isinstance(codec, nn.Module):
         return {"precision": "fp32", "speedup": None, "reason": f"the model was trained in {trained}"}
     probe = x[: inference_batch(next(codec.parameters()).device, x[0].numel())]
