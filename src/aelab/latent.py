@@ -66,7 +66,7 @@ def codes_precision(codec: Codec, x: torch.Tensor, trained: str, rounds: int = 7
     """The precision to encode a latent study's codes in: bf16 where ``codec`` was trained in it (``trained``, as
     its run.json records) and encoding a batch of x (N, C, H, W) under bf16 autocast measured at least
     ``recipe.BF16_MIN_SPEEDUP`` faster than in fp32 here (median of ``rounds`` pairs), else fp32.  The bf16 codes
-    are the model's function as it was trained; they differ from the fp32 ones by about 0.2 % of their RMS.  On
+    are the model's function as it was trained; they differ from the fp32 ones by bf16's rounding.  On
     a Zen 4 at one thread bf16 encoded 1.8x faster, and the latent part at d = 8 took 50.9 s against 57.4 s
     (docs/benchmarks.md, "The latent study's codes in bf16").  Returns {"precision", "speedup" (None: not
     measured), "reason"}."""
