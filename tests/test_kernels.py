@@ -1,7 +1,7 @@
 """The taps forward of aelab.kernels against PyTorch's conv_transpose2d: outputs and gradients in float64 for
-any shape it takes (hypothesis), in fp32 and bf16 to rounding in the lecture's layer and layout; the layer swap
-is undone however a block ends, and the choice follows train.kernels and a measurement in the training's
-precision."""
+any shape it takes (hypothesis), in fp32 and bf16 to rounding in the lecture's layer and layout; the bias added
+apart against PyTorch's layer the same way; the layer swap is undone however a block ends, and the choice follows
+train.kernels and a measurement in the training's precision."""
 
 import json
 
@@ -157,6 +157,62 @@ def test_a_layer_kept_in_fp32_under_autocast_computes_as_the_fp32_layer(layer):
         assert a.dtype == t.dtype and torch.equal(a, t)
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(n=st.integers(1, 3), c_in=st.integers(1, 4), c_out=st.integers(1, 4), k=st.integers(1, 4),
+       stride=st.integers(1, 3), padding=st.integers(0, 2), dilation=st.integers(1, 2), h=st.integers(1, 6),
+       extra=st.integers(0, 2), groups=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+def test_the_bias_apart_computes_pytorchs_transposed_convolution(n, c_in, c_out, k, stride, padding, dilation, h,
+                                                                  extra, groups, seed):
+    """In float64 a ConvTranspose2d with its bias added apart gives PyTorch's layer's output and gradients (input,
+    weight, bias) to rounding, for any stride, padding, dilation, groups and output size it takes."""
+    torch.manual_seed(seed)
+    c_in, c_out = c_in * groups, c_out * groups
+    layer = nn.ConvTranspose2d(c_in, c_out, k, stride, padding, dilation=dilation, groups=groups).double()
+    size = (h - 1) * stride - 2 * padding + dilation * (k - 1) + 1
+    if size < 1:
+        return  # no output
+    output_size = [size + min(extra, stride - 1)] * 2  # output_padding below the stride
+    x = torch.randn(n, c_in, h, h, dtype=torch.float64, requires_grad=True)
+    truth = layer(x, output_size)
+    with kernels.use(nn.Sequential(layer), [], [], ["0"]):
+        assert type(layer) is kernels.BiasApartConvTranspose2d
+        mine = layer(x, output_size)
+    assert type(layer) is nn.ConvTranspose2d and mine.shape == truth.shape
+    torch.testing.assert_close(mine, truth, rtol=1e-12, atol=1e-12)
+    up = torch.randn_like(truth)
+    params = (x, layer.weight, layer.bias)
+    for a, t in zip(torch.autograd.grad(mine, params, up), torch.autograd.grad(truth, params, up), strict=True):
+        torch.testing.assert_close(a, t, rtol=1e-12, atol=1e-12)
+
+
+def test_the_bias_apart_under_autocast_and_in_fp32():
+    """Under bf16 autocast the bias apart computes in bf16 as the plain layer does (its output bf16, within bf16's
+    rounding of the output, the weights' gradients fp32 and within bf16's rounding of PyTorch's); kept in fp32 too,
+    it gives what the bias apart gives in fp32 on the bf16 input cast up, bit for bit."""
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(32, 32, 3, stride=2)
+    x = torch.randn(8, 32, 4, 4).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        truth = layer(x)
+    with kernels.use(nn.Sequential(layer), [], [], ["0"]):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mine = layer(x)
+        in_fp32 = layer(x.float())
+    assert mine.dtype == truth.dtype == torch.bfloat16
+    # oneDNN adds the bias before its one rounding to bf16; apart the sum is rounded, then the sum with the bias
+    torch.testing.assert_close(mine.float(), truth.float(), rtol=2 ** -7, atol=2 ** -7)
+    up = torch.randn_like(truth)
+    params = (x, layer.weight, layer.bias)
+    for a, t in zip(torch.autograd.grad(mine, params, up), torch.autograd.grad(truth, params, up), strict=True):
+        assert a.dtype == t.dtype
+        torch.testing.assert_close(a.float(), t.float(), rtol=2 ** -6, atol=2 ** -6 * t.abs().max().item())
+    with kernels.use(nn.Sequential(layer), [], ["0"], ["0"]):
+        assert type(layer) is kernels.Fp32BiasApartConvTranspose2d
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            both = layer(x)
+    assert both.dtype == torch.float32 and torch.equal(both, in_fp32)
+
+
 def test_use_refuses_a_layer_it_cannot_swap():
     model = AutoEncoder(8)
     with pytest.raises(ValueError, match="not a plain Conv2d"):
@@ -165,11 +221,17 @@ def test_use_refuses_a_layer_it_cannot_swap():
     with pytest.raises(ValueError, match="stride-1"):
         with kernels.use(model, ["decoder.6"]):  # 32 output channels
             pass
-    assert all(type(m) not in (*kernels.TAPS.values(), *kernels.FP32.values()) for m in model.modules())
+    with pytest.raises(ValueError, match="not a plain ConvTranspose2d"):
+        with kernels.use(model, [], [], ["encoder.2"]):  # the bias apart is for transposed convolutions
+            pass
+    with pytest.raises(ValueError, match="by taps alone"):
+        with kernels.use(model, ["decoder.8"], [], ["decoder.8"]):
+            pass
+    assert all(type(m) in (nn.Conv2d, nn.ConvTranspose2d) for m in model.modules() if hasattr(m, "weight"))
 
 
 def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatch):
-    monkeypatch.setattr(kernels, "_ISLAND_SPEEDUPS", {})
+    monkeypatch.setattr(kernels, "_MEASURED", {})
     model = AutoEncoder(8).to(memory_format=torch.channels_last)
     x = torch.rand(20, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     forward = lambda: model(x)  # noqa: E731
@@ -189,6 +251,10 @@ def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatc
         islands = measured["fp32_speedups"]
         assert list(islands) == (convs if precision == "bf16" else []) and all(r > 0 for r in islands.values())
         assert measured["fp32_layers"] == [n for n in islands if islands[n] >= kernels.MIN_SPEEDUP]
+        # in both precisions every transposed convolution but the taps' is timed with its bias apart
+        apart = measured["bias_speedups"]
+        assert list(apart) == ["decoder.0", "decoder.2", "decoder.4", "decoder.6"] and min(apart.values()) > 0
+        assert measured["bias_apart"] == [n for n in apart if apart[n] >= kernels.MIN_SPEEDUP]
     assert all(p.grad is None for p in model.parameters())  # the measured backward leaves the weights alone
     # a second model of the same layers is not timed again in this process, but for its new layer at the latent
     timed = []
@@ -199,9 +265,27 @@ def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatc
     assert timed == [other.decoder[0]]  # (its encoder.8, into 4 channels, is one the taps compute instead)
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", float("inf"))  # nothing is ever fast enough
     assert kernels.choose(model, forward, "fp32", "auto", rounds=1)["layers"] == []
-    assert kernels.choose(model, forward, "bf16", "auto", rounds=1)["fp32_layers"] == []
+    none = kernels.choose(model, forward, "bf16", "auto", rounds=1)
+    assert none["fp32_layers"] == none["bias_apart"] == []
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)  # everything is
-    assert kernels.choose(model, forward, "bf16", "auto", rounds=1)["fp32_layers"] == convs
+    every = kernels.choose(model, forward, "bf16", "auto", rounds=1)
+    assert every["fp32_layers"] == convs and every["bias_apart"] == ["decoder.0", "decoder.2", "decoder.4", "decoder.6"]
+
+
+def test_the_fp32_islands_are_timed_on_the_layers_as_they_compute(monkeypatch):
+    """A transposed convolution that takes its bias apart is timed in fp32 against bf16 with its bias apart in both;
+    one that keeps it fused, fused in both."""
+    monkeypatch.setattr(kernels, "_MEASURED", {})
+    monkeypatch.setattr(kernels, "bias_apart_speedup", lambda m, *a: 2.0 if m.kernel_size == (4, 4) else 1.0)
+    timed = {}
+    monkeypatch.setattr(kernels, "island", lambda m, x, rounds, input_grad, apart: (timed.setdefault(m, apart), 0.5)[1])
+    model = AutoEncoder(8)
+    x = torch.rand(4, 1, 28, 28)
+    choice = kernels.choose(model, lambda: model(x), "bf16", "auto", rounds=1)
+    assert choice["bias_apart"] == ["decoder.0", "decoder.4"] and choice["fp32_layers"] == []
+    modules = dict(model.named_modules())
+    assert {name for name, m in modules.items() if timed.get(m)} == {"decoder.0", "decoder.4"}
+    assert len(timed) == 9  # every convolution but the taps' one
 
 
 def test_evaluation_runs_the_layer_by_taps_where_measured_faster_once_per_layer_kind(monkeypatch):
@@ -285,15 +369,17 @@ def test_a_bf16_fit_with_layers_in_fp32_records_them_and_its_resume_keeps_them(t
     plain bf16 run does up to the rounding of those layers (its loss within 2 %), records them, and a resumed run
     computes them so without measuring again."""
     _, plain = _fit(tmp_path, "plain", epochs=1, precision="bf16", kernels="torch")
-    monkeypatch.setattr(kernels, "_ISLAND_SPEEDUPS", {})
+    monkeypatch.setattr(kernels, "_MEASURED", {})
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)
     model, mixed = _fit(tmp_path, "mixed", epochs=1, precision="bf16")
     assert mixed.kernels["layers"] == ["decoder.8"] and len(mixed.kernels["fp32_layers"]) == 9
-    assert all(type(m) not in (*kernels.TAPS.values(), *kernels.FP32.values()) for m in model.modules())
+    assert mixed.kernels["bias_apart"] == ["decoder.0", "decoder.2", "decoder.4", "decoder.6"]
+    assert all(type(m) in (nn.Conv2d, nn.ConvTranspose2d) for m in model.modules() if hasattr(m, "weight"))
     assert mixed.epochs[0]["train_loss"] == pytest.approx(plain.epochs[0]["train_loss"], rel=0.02)
     monkeypatch.setattr(kernels, "choose", lambda *a, **k: pytest.fail("measured again"))
     _, resumed = _fit(tmp_path, "mixed", epochs=2, resume=True, precision="bf16")
     assert resumed.kernels["fp32_layers"] == mixed.kernels["fp32_layers"]
+    assert resumed.kernels["bias_apart"] == mixed.kernels["bias_apart"]
 
 
 def test_the_report_says_which_layers_ran_by_taps(tmp_path):
@@ -309,6 +395,10 @@ def test_the_report_says_which_layers_ran_by_taps(tmp_path):
             "kernels": {"layers": ["decoder.8"], "fp32_layers": ["decoder.2"]}}
     (tmp_path / "run.json").write_text(json.dumps(bf16))
     assert ran_on(tmp_path) == "Some CPU, 2 thread(s), bf16 autocast, decoder.8 by taps, decoder.2 in fp32"
+    bf16["kernels"]["bias_apart"] = ["decoder.2", "decoder.4"]
+    (tmp_path / "run.json").write_text(json.dumps(bf16))
+    assert ran_on(tmp_path) == ("Some CPU, 2 thread(s), bf16 autocast, decoder.8 by taps, decoder.2 in fp32, "
+                                "the bias of decoder.2, decoder.4 apart")
 
 
 def test_a_checkpoint_with_taps_resumed_where_they_do_not_run_records_pytorchs_kernels():
@@ -319,6 +409,11 @@ def test_a_checkpoint_with_taps_resumed_where_they_do_not_run_records_pytorchs_k
     assert resumed_kernels(rec, model, torch.device("cpu"), "fp32")["layers"] == ["decoder.8"]
     assert resumed_kernels(rec, model, torch.device("cpu"), "bf16")["layers"] == ["decoder.8"]
     assert resumed_kernels(rec, model, torch.device("cuda"), "fp32")["layers"] == []
+    # a checkpoint from before the bias apart computed every bias in its convolution
+    assert resumed_kernels(rec, model, torch.device("cpu"), "bf16")["bias_apart"] == []
+    rec["kernels"]["bias_apart"] = ["decoder.4"]
+    assert resumed_kernels(rec, model, torch.device("cpu"), "bf16")["bias_apart"] == ["decoder.4"]
+    assert resumed_kernels(rec, model, torch.device("cuda"), "bf16")["bias_apart"] == []
 
 
 def test_a_misspelt_kernels_setting_names_the_choices():

@@ -143,7 +143,8 @@ def test_warm_start_trains_each_smaller_d_from_the_largest_and_recomputes_only_w
     assert status["ae-d2"] == "reuse" and status["ae-d2-warm"] == "reuse"
 
 
-TAPS = r"(, [\w.]+(, [\w.]+)* by taps)?"  # aelab.report.ran_on's end when some layers ran by taps
+# aelab.report.ran_on's end when some layers ran by taps, or with their bias apart
+TAPS = r"(, [\w.]+(, [\w.]+)* by taps)?(, the bias of [\w.]+(, [\w.]+)* apart)?"
 
 
 @SHARED_RUN

@@ -28,11 +28,19 @@ times every other convolution's forward + backward both ways on its training inp
 ``MIN_SPEEDUP`` faster in fp32 out of autocast (``Fp32ConvTranspose2d``, ``Fp32Conv2d``: the input cast to fp32,
 the output left fp32 for the next layer's autocast to cast back).
 
+A transposed convolution's bias gradient is slow in PyTorch's CPU backward: on a Zen 4 at one thread the lecture
+decoder's ``ConvTranspose2d(32, 32, 3, stride 2)`` took 4.2 ms forward + backward under bf16 autocast, 0.8 ms
+with its bias added after the convolution (autograd then sums the output's gradient for it), and its 5x5 layer
+18.8 against 16.2 ms; the encoder's Conv2d layers gained nothing so.  ``choose`` times every transposed
+convolution the taps do not compute both ways, in the training's precision, and adds the bias apart
+(``BiasApartConvTranspose2d``) where that measured at least ``MIN_SPEEDUP`` faster; the fp32 islands are then
+timed on the layer as it computes (``Fp32BiasApartConvTranspose2d`` where both hold).
+
 The taps' backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
 the gradients are the library's to the bit; only the forward's rounding differs (its sums in another order).
 
-``choose(model, forward, precision)`` makes both measurements on the layers' training inputs, in the training's
-precision; ``use(model, layers, fp32)`` runs the chosen layers by taps and in fp32 inside a ``with`` block (``fit``
+``choose(model, forward, precision)`` makes these measurements on the layers' training inputs, in the training's
+precision; ``use(model, layers, fp32, bias_apart)`` runs the chosen layers so inside a ``with`` block (``fit``
 does both).  ``for_inference(model, forward)`` chooses the taps the same way for an evaluation (aelab's evaluation
 functions call it), which runs in fp32 whatever precision the model trained in.
 """
@@ -44,6 +52,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aelab.recipe import autocast
@@ -185,6 +194,31 @@ class Fp32Conv2d(nn.Conv2d):
 FP32 = {nn.ConvTranspose2d: Fp32ConvTranspose2d, nn.Conv2d: Fp32Conv2d}  # a layer's class -> its class in fp32
 
 
+class BiasApartConvTranspose2d(nn.ConvTranspose2d):
+    """A ConvTranspose2d whose bias is added after the convolution, in the output's dtype (autocast's, as autocast
+    casts a convolution's bias): its gradient is then autograd's sum of the output's gradient, not the
+    convolution backward's (slow on a CPU: the module docstring)."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, output_padding, self.groups,
+                               self.dilation)
+        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
+
+
+class Fp32BiasApartConvTranspose2d(BiasApartConvTranspose2d):
+    """``BiasApartConvTranspose2d`` computed in fp32 under autocast (as ``Fp32ConvTranspose2d``)."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        with _fp32(x):
+            return BiasApartConvTranspose2d.forward(self, x.float(), output_size)
+
+
+BIAS_APART = {nn.ConvTranspose2d: BiasApartConvTranspose2d}  # a layer's class -> its class with the bias apart
+FP32_BIAS_APART = {nn.ConvTranspose2d: Fp32BiasApartConvTranspose2d}  # ... in fp32 too
+
+
 def eligible(m: nn.Module) -> bool:
     """A plain Conv2d or ConvTranspose2d that the taps compute: stride 1, no dilation, one group, zero padding of at
     most k - 1 given as numbers, into at most ``MAX_CHANNELS`` channels."""
@@ -194,19 +228,26 @@ def eligible(m: nn.Module) -> bool:
 
 
 @contextmanager
-def use(model: nn.Module, layers: list[str], fp32: list[str] = ()):
-    """Run the named layers (names as ``model.named_modules`` gives them, each ``eligible``) by taps, and those
-    named in ``fp32`` (Conv2d or ConvTranspose2d) in fp32 under autocast, inside the block; they are the plain
-    layers again afterwards, however the block ends."""
+def use(model: nn.Module, layers: list[str], fp32: list[str] = (), bias_apart: list[str] = ()):
+    """Run the named layers (names as ``model.named_modules`` gives them, each ``eligible``) by taps, those named
+    in ``fp32`` (Conv2d or ConvTranspose2d) in fp32 under autocast, and the ConvTranspose2d named in
+    ``bias_apart`` with their bias added apart (in fp32 too where named in both), inside the block; they are the
+    plain layers again afterwards, however the block ends."""
     modules = dict(model.named_modules())
+    both = sorted(set(layers) & (set(fp32) | set(bias_apart)))
+    if both:
+        raise ValueError(f"a layer by taps is computed by taps alone, got {both} in fp32 or with the bias apart too")
+    ways = {(True, False): FP32, (False, True): BIAS_APART, (True, True): FP32_BIAS_APART}
     swapped = [(modules[name], type(modules[name]), TAPS) for name in layers]
-    swapped += [(modules[name], type(modules[name]), FP32) for name in fp32]
+    swapped += [(modules[name], type(modules[name]), ways[name in fp32, name in bias_apart])
+                for name in dict.fromkeys([*fp32, *bias_apart])]
     for m, kind, classes in swapped:
         if classes is TAPS and not eligible(m):
             raise ValueError(f"layer {m!r} is not a stride-1 Conv2d or ConvTranspose2d into at most {MAX_CHANNELS} "
                              "channels")
         if kind not in classes:
-            raise ValueError(f"layer {m!r} is not a plain Conv2d or ConvTranspose2d")
+            raise ValueError(f"layer {m!r} is not a plain " + ("ConvTranspose2d (the bias apart is for those)"
+                                                               if classes is not FP32 else "Conv2d or ConvTranspose2d"))
     for m, kind, classes in swapped:
         m.__class__ = classes[kind]
     try:
@@ -219,57 +260,67 @@ def use(model: nn.Module, layers: list[str], fp32: list[str] = ()):
 def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rounds: int = 7) -> dict:
     """Which of ``model``'s layers run otherwise in training, where ``forward()`` runs the model on a training batch
     and precision is the training's (fp32, or bf16 for bf16 autocast): none off a CPU or for kernels "torch";
-    every eligible one by taps for "taps"; for "auto" by taps those whose no-grad forward in that precision, timed
-    against PyTorch's on the layer's own input in ``rounds`` pairs (the order flipping from pair to pair), is at
-    least ``MIN_SPEEDUP`` faster by the median of the pairs' ratios, and in bf16, in fp32 those other convolutions
-    whose forward + backward measured so at least ``MIN_SPEEDUP`` faster in fp32 than in bf16 (``island``).
-    Returns {"layers": [...], "fp32_layers": [...], "reason": ..., "speedups": {layer: ratio}, "fp32_speedups":
-    {layer: ratio}} for run.json; the global RNG is left as it was."""
+    every eligible one by taps for "taps"; for "auto", timed on the layer's own input in ``rounds`` pairs (the
+    order flipping from pair to pair) and kept where the median of the pairs' ratios is at least ``MIN_SPEEDUP``:
+    by taps the eligible layers whose no-grad forward in that precision is so faster than PyTorch's; with the bias
+    apart the other ConvTranspose2d whose forward + backward is so faster that way (``bias_apart_speedup``); and
+    in bf16, in fp32 the other convolutions whose forward + backward, as they then compute, is so faster in fp32
+    than in bf16 (``island``).  Returns {"layers": [...], "fp32_layers": [...], "bias_apart": [...], "reason":
+    ..., "speedups": {layer: ratio}, "fp32_speedups": {...}, "bias_speedups": {...}} for run.json; the global RNG
+    is left as it was."""
     names = [name for name, m in model.named_modules() if eligible(m)]
     convs = [name for name, m in model.named_modules() if type(m) in FP32 and not eligible(m)]
     device = next(model.parameters()).device
-    none = {"layers": [], "fp32_layers": []}
+    none = {"layers": [], "fp32_layers": [], "bias_apart": []}
     if kernels == "torch" or not names + convs:
         return {**none, "reason": "set by train.kernels" if names + convs else "no eligible layer"}
     if device.type != "cpu":
         return {**none, "reason": f"PyTorch's kernels on {device.type} (taps: on a CPU)"}
     if kernels == "taps":
         return {**none, "layers": names, "reason": "set by train.kernels"}
+    modules = dict(model.named_modules())
+    transposed = [name for name in convs if type(modules[name]) in BIAS_APART and modules[name].bias is not None]
     islands = convs if precision == "bf16" else []
+    first = next(name for name, m in model.named_modules() if type(m) in FP32)  # its input needs no gradient
     with autocast(device, precision):  # the layers' inputs, and their forwards, as the training's steps have them
-        inputs = _layer_inputs(model, forward, names + islands)
-        modules = dict(model.named_modules())
+        inputs = _layer_inputs(model, forward, names + convs)
         # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
         speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
-        first = next(name for name, m in model.named_modules() if type(m) in FP32)  # its input needs no gradient
-        fp32_speedups = {name: _island_once(modules[name], inputs[name], rounds, name != first)
-                         for name in islands if name in inputs}
+        bias_speedups = {name: _measured_once("apart", modules[name], inputs[name], rounds, name != first)
+                         for name in transposed if name in inputs}
+        apart = [name for name in transposed if bias_speedups.get(name, 0.0) >= MIN_SPEEDUP]
+        fp32_speedups = {name: _measured_once("island", modules[name], inputs[name], rounds, name != first,
+                                              name in apart) for name in islands if name in inputs}
     return {"layers": [name for name in names if speedups.get(name, 0.0) >= MIN_SPEEDUP], "speedups": speedups,
             "fp32_layers": [name for name in islands if fp32_speedups.get(name, 0.0) >= MIN_SPEEDUP],
-            "fp32_speedups": fp32_speedups,
-            "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's"
-                      + (f", fp32 where forward + backward measured >= {MIN_SPEEDUP}x bf16's (once per layer kind, "
-                         "input and thread count in the process)" if islands else "")
-                      + f" (median of {rounds} pairs)"}
+            "fp32_speedups": fp32_speedups, "bias_apart": apart, "bias_speedups": bias_speedups,
+            "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's, the bias apart "
+                      f"where forward + backward measured >= {MIN_SPEEDUP}x so"
+                      + (f", fp32 where forward + backward measured >= {MIN_SPEEDUP}x bf16's" if islands else "")
+                      + f" (once per layer kind, input and thread count in the process; median of {rounds} pairs)"}
 
 
-# fp32's forward + backward speed-up over bf16 measured in this process, by layer kind, input and thread count: the
-# trainings of a study, one after another in a worker process, have the same layers but at the latent
-_ISLAND_SPEEDUPS: dict[tuple, float] = {}
+# forward + backward speed-ups measured in this process ("island": fp32's over bf16's; "apart": the bias apart's
+# over the fused bias's), by measurement, layer kind, input, precision and thread count: the trainings of a study,
+# one after another in a worker process, have the same layers but at the latent
+_MEASURED: dict[tuple, float] = {}
 
 
-def _island_once(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool) -> float:
-    key = (*_signature(m), m.stride, getattr(m, "output_padding", None), m.dilation, m.groups, m.bias is not None,
-           tuple(x.shape), x.dtype, input_grad)
-    if key not in _ISLAND_SPEEDUPS:
-        _ISLAND_SPEEDUPS[key] = island(m, x, rounds, input_grad)
-    return _ISLAND_SPEEDUPS[key]
+def _measured_once(what: str, m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool,
+                   apart: bool = False) -> float:
+    key = (what, *_signature(m), m.stride, getattr(m, "output_padding", None), m.dilation, m.groups,
+           m.bias is not None, tuple(x.shape), x.dtype, input_grad, apart, torch.is_autocast_enabled("cpu"))
+    if key not in _MEASURED:
+        _MEASURED[key] = (island(m, x, rounds, input_grad, apart) if what == "island"
+                          else bias_apart_speedup(m, x, rounds, input_grad))
+    return _MEASURED[key]
 
 
-def island(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool = True) -> float:
-    """How much faster (plain) layer m's forward + backward on x is in fp32 than under the caller's bf16 autocast:
-    the median of ``rounds`` pairs' time ratios, the order flipping from pair to pair.  The gradients are computed
-    by ``torch.autograd.grad`` (the weights' ``.grad`` is left alone); of x only where ``input_grad``."""
+def _forward_backward_ratio(m: nn.Module, x: torch.Tensor, classes: tuple[type, type], rounds: int,
+                            input_grad: bool) -> float:
+    """Layer m's forward + backward on x as classes[0]'s forward computes it, over as classes[1]'s does: the median
+    of ``rounds`` pairs' time ratios (``median_ratio``).  The gradients are computed by ``torch.autograd.grad``
+    (the weights' ``.grad`` is left alone); of x only where ``input_grad``."""
     x = x.detach().requires_grad_(input_grad)
     wrt = [p for p in (x, *m.parameters()) if p.requires_grad]
 
@@ -277,8 +328,21 @@ def island(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool = True) 
         y = cls.forward(m, x)
         torch.autograd.grad(y, wrt, torch.ones_like(y))
 
-    ways = (lambda: step(type(m)), lambda: step(FP32[type(m)]))
-    return median_ratio(ways, rounds)
+    return median_ratio([lambda cls=cls: step(cls) for cls in classes], rounds)
+
+
+def island(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool = True, apart: bool = False) -> float:
+    """How much faster (plain) layer m's forward + backward on x is in fp32 than under the caller's bf16 autocast,
+    with its bias added apart in both where ``apart``."""
+    kind = type(m)
+    classes = (BIAS_APART[kind], FP32_BIAS_APART[kind]) if apart else (kind, FP32[kind])
+    return _forward_backward_ratio(m, x, classes, rounds, input_grad)
+
+
+def bias_apart_speedup(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool = True) -> float:
+    """How much faster (plain) ConvTranspose2d m's forward + backward on x is with its bias added apart than by
+    PyTorch's convolution with the bias, in the caller's precision."""
+    return _forward_backward_ratio(m, x, (type(m), BIAS_APART[type(m)]), rounds, input_grad)
 
 
 # the taps' no-grad forward speed-up measured in this process, by layer: (class, weight shape, padding, threads)

@@ -75,8 +75,10 @@ def ran_on(folder: Path) -> str:
     precision = (run.get("precision") or {}).get("precision")
     taps = (run.get("kernels") or {}).get("layers") or []  # aelab.kernels: layers computed by taps
     fp32 = (run.get("kernels") or {}).get("fp32_layers") or [] if precision == "bf16" else []  # ... and in fp32
+    apart = (run.get("kernels") or {}).get("bias_apart") or []  # ... with the bias added after the convolution
     return (where + {"bf16": ", bf16 autocast", "fp32": ", fp32"}.get(precision, "")
-            + (f", {', '.join(taps)} by taps" if taps else "") + (f", {', '.join(fp32)} in fp32" if fp32 else ""))
+            + (f", {', '.join(taps)} by taps" if taps else "") + (f", {', '.join(fp32)} in fp32" if fp32 else "")
+            + (f", the bias of {', '.join(apart)} apart" if apart else ""))
 
 
 def facts(stages: dict[str, Any]) -> dict[str, Any]:

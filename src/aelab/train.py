@@ -372,7 +372,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Trai
     step_fn = cudagraph.GraphedStep(model, optimizer, training_loss) if not_graphed is None else None
     model.train()
     # back to plain layers however it ends
-    with kernels.use(model, kernel_choice["layers"], kernel_choice.get("fp32_layers", [])):
+    with kernels.use(model, kernel_choice["layers"], kernel_choice.get("fp32_layers", []),
+                     kernel_choice.get("bias_apart", [])):
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             # the order sits beside the images: indexing GPU images with a CPU index would copy it across, and wait
@@ -453,7 +454,7 @@ def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, p
     choice = kernels.choose(model, lambda: training_loss(model, x), precision, cfg.kernels)
     names = [name for name, m in model.named_modules() if type(m) in kernels.FP32]
     if names:  # every process has the same layers, so every one takes part in these sums
-        for key in ("layers", "fp32_layers"):
+        for key in ("layers", "fp32_layers", "bias_apart"):
             votes = distributed.all_sum([1.0 if name in choice[key] else 0.0 for name in names])
             agreed = [name for name, v in zip(names, votes, strict=True) if v == n_proc]
             if agreed != choice[key]:
@@ -465,15 +466,15 @@ def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, p
 def resumed_kernels(rec: dict, model, device: torch.device, precision: str) -> dict:
     """The layers a checkpoint's run computed by taps and in fp32 (``rec``: its JSON record), for the run that
     resumes it (none off a CPU, as when a run from a CPU is resumed on a GPU)."""
+    none = {"layers": [], "fp32_layers": [], "bias_apart": []}
     if "kernels" not in rec:
-        return {"layers": [], "fp32_layers": [],
-                "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
+        return {**none, "reason": "resumed from a checkpoint written before aelab.kernels: PyTorch's kernels"}
     if device.type != "cpu":
-        return {"layers": [], "fp32_layers": [], "reason": f"resumed on {device.type} in {precision}: PyTorch's "
-                                                           "kernels"}
+        return {**none, "reason": f"resumed on {device.type} in {precision}: PyTorch's kernels"}
     modules = dict(model.named_modules())
+    # a checkpoint written before the bias apart has no "bias_apart": its layers computed the bias in the convolution
     return {**rec["kernels"], **{key: [name for name in rec["kernels"].get(key, []) if name in modules]
-                                 for key in ("layers", "fp32_layers")}}
+                                 for key in none}}
 
 
 LOSS_CHECK_EVERY = 50  # steps between reads of the loss on the host (a GPU synchronisation each)
