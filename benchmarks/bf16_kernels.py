@@ -17,18 +17,15 @@ thread each, for the study's trainings under ``--jobs 2``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 from unittest import mock
 
 import torch
-from run import _write, interleaved
+from run import _write, interleaved, step_rounds_args
 
 from aelab import kernels
 from aelab.models import AutoEncoder
-from aelab.recipe import keep_freed_memory
 from aelab.runs import environment
 from aelab.train import lecture_loss
 
@@ -55,14 +52,7 @@ def stepper(layers: list[str], fp32: list[str], apart: list[str], x: torch.Tenso
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    keep_freed_memory()
+    args = step_rounds_args(__doc__)
     x = torch.rand(args.steps * BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     probe = AutoEncoder(8).to(memory_format=torch.channels_last)
     t0 = time.perf_counter()

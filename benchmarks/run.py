@@ -224,6 +224,23 @@ def _write(results: dict, out: Path | None, quiet: bool = False) -> None:
         atomic_write_text(out, text + "\n")
 
 
+def step_rounds_args(doc: str) -> argparse.Namespace:
+    """The arguments of a benchmark timing a training step's parts in interleaved rounds (``--rounds`` of
+    ``--steps`` calls at ``--threads`` threads, ``--out`` its JSON), parsed; torch set to those threads, with
+    freed memory kept as ``fit`` keeps it (``aelab.recipe.keep_freed_memory``)."""
+    from aelab.recipe import keep_freed_memory
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    return args
+
+
 def cpu_flags() -> list[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
