@@ -38,6 +38,8 @@ BAD_VALUES = [
     (TrainConfig, "seed", -1, "train.seed"),
     (TrainConfig, "device", "tpu", "train.device"),
     (TrainConfig, "eval_batch_size", 0, "train.eval_batch_size"),
+    (TrainConfig, "cold_dims", (0,), "train.cold_dims"),
+    (TrainConfig, "cold_dims", (8, 8), "each latent size once"),
     (DataConfig, "name", "cifar", "data.name"),
     (DataConfig, "n_train", 0, "data.n_train"),
     (DataConfig, "n_test", -3, "data.n_test"),

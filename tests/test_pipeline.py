@@ -90,8 +90,9 @@ def test_a_setting_added_since_keeps_the_keys_of_earlier_caches_until_it_is_chan
 
     cfg = tiny()
     # the train settings an earlier version keyed a training stage by: all of today's but train.warmup,
-    # train.warm_epochs and train.eval_subset (never in a key: they change no weights)
-    before = {k: v for k, v in to_dict(cfg.train).items() if k not in ("warmup", "warm_epochs", "eval_subset")}
+    # train.warm_epochs, train.cold_dims and train.eval_subset (never in a key: they change no weights)
+    before = {k: v for k, v in to_dict(cfg.train).items()
+              if k not in ("warmup", "warm_epochs", "cold_dims", "eval_subset")}
     assert train_stage(cfg, cfg.model).config["train"] == before
     assert {s for _, s, _ in plan_status(tiny("train.warmup=0.3"), run)} == {"reuse"}
     # another warm-up share is another schedule: every model and what reads one, as for another rate
@@ -112,6 +113,11 @@ def test_warm_start_trains_each_smaller_d_from_the_largest_and_recomputes_only_w
         "ae-d2": "ae-d4", "vae-d2": "vae-d4", "bvae2-d2": "vae-d4"}  # a beta-VAE from the largest VAE
     assert warm_sources(tiny("train.warm_epochs=2", "latent.vaes=1@2,4,2@2,4", "latent.dims=2,4")) == {
         "ae-d2": "ae-d4", "vae-d2": "vae-d4", "bvae2-d2": "bvae2-d4"}  # ... of its own beta where there is one
+    # an autoencoder at a d of train.cold_dims trains from its own initial weights: the cached ae-d2 (its key
+    # is that of the run trained without warm starts); a VAE at that d is still warm-started
+    cold_d2 = tiny("train.warm_epochs=2", "train.cold_dims=2", "latent.vaes=1@2,4", "latent.dims=2,4")
+    assert warm_sources(cold_d2) == {"vae-d2": "vae-d4"}
+    assert {n: s for n, s, _ in plan_status(tiny("train.warm_epochs=2", "train.cold_dims=2"), run)}["ae-d2"] == "reuse"
     # the source, and every model that is not warm-started, keep their keys; a warm-started one is a stage of its
     # own, so that ae-d2 always names the model trained from its own initial weights
     assert {n for n, s, _ in plan_status(cfg, run) if s != "reuse"} == {"ae-d2-warm", "sweep", "report"}
@@ -135,6 +141,11 @@ def test_warm_start_trains_each_smaller_d_from_the_largest_and_recomputes_only_w
         assert near < 0.5 * far, layer
     # the report says how its models were trained
     assert "started from that one's trained weights" in (run / "report" / "results.md").read_text()
+    from aelab.config import to_dict
+    from aelab.recipe import describe
+
+    assert describe(to_dict(cold_d2.train)).endswith("trained 2 epoch(s), but the autoencoder at d = 2, from its own "
+                                                  "initial weights")
     # the decoder study compares its families trained alike: its d = 2 transposed model is the one from its own
     # initial weights, here the cached one, beside the sweep's warm-started one
     with_decoders = tiny("train.warm_epochs=2", "decoders.models=2x1", "decoders.n_train=none")

@@ -142,6 +142,10 @@ class TrainConfig:
                                     "that starts from the trained model of the largest d of its kind (AE or VAE, of "
                                     "its beta where that d has one), every layer but the two at the latent; none: "
                                     "every model from its own initial weights for `epochs` (see aelab.models.warm).")
+    cold_dims: tuple[int, ...] = _f((8,), "In a study under warm_epochs: the latent sizes whose autoencoder trains "
+                                          "from its own initial weights for `epochs` all the same (d = 8: the "
+                                          "lecture's model, at the quality the time-to-quality benchmark measures; "
+                                          "see aelab.recipe); []: none.")
     batch_size: int = _f(50, "Mini-batch size.")
     lr: float = _f(8e-3, "Adam's (peak) learning rate, stated at batch 100 when lr_scaling = sqrt.")
     adam_beta2: float = _f(0.99, "Adam's second-moment decay: 0.99 averages the squared gradients over about 100 "
@@ -179,6 +183,10 @@ class TrainConfig:
         _one_of("train", "kernels", self.kernels, KERNELS)
         _int_at_least("train", "epochs", self.epochs, 1)
         _int_at_least("train", "warm_epochs", self.warm_epochs, 1, none_ok="no warm start")
+        for d in self.cold_dims:
+            _int_at_least("train", "cold_dims", d, 1)
+        if len(set(self.cold_dims)) != len(self.cold_dims):
+            _fail("train", "cold_dims", list(self.cold_dims), "each latent size once")
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)
         _share("train", "warmup", self.warmup, False, "use a share of the steps in (0, 1), e.g. "
@@ -198,7 +206,7 @@ LECTURE_RECIPE = {"batch_size": 100, "lr": 1e-3, "adam_beta2": 0.999, "schedule"
                   "precision": "fp32", "warm_epochs": None}
 # What a record written before a train setting existed trained with: the value that setting's default had then.
 TRAIN_BEFORE = {"schedule": "constant", "lr_scaling": "none", "precision": "fp32", "adam_beta2": 0.999,
-                "warmup": 0.3, "warm_epochs": None, "eval_subset": None}
+                "warmup": 0.3, "warm_epochs": None, "eval_subset": None, "cold_dims": ()}
 
 
 def lecture_train(**changes: Any) -> TrainConfig:

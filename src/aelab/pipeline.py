@@ -217,9 +217,9 @@ def train_stage(cfg: Config, m: ModelConfig, tc: TrainConfig | None = None, data
 # (the run's record, run.json, still states it).
 KEY_NEUTRAL = {k: TRAIN_BEFORE[k] for k in ("warmup",)}
 # Train settings that change neither a model's weights nor what a later stage reads of it: never in a stage's key.
-# warm_epochs is the study's plan (a warm-started stage's key has its epochs and its source instead); eval_subset
-# sets only how many test images the record's per-epoch scores before the last epoch use.
-UNKEYED = ("warm_epochs", "eval_subset")
+# warm_epochs and cold_dims are the study's plan (a warm-started stage's key has its epochs and its source instead);
+# eval_subset sets only how many test images the record's per-epoch scores before the last epoch use.
+UNKEYED = ("warm_epochs", "cold_dims", "eval_subset")
 
 
 def train_key(tc: TrainConfig) -> dict[str, Any]:
@@ -240,7 +240,8 @@ def trained_for_study(cfg: Config) -> list[ModelConfig]:
 def warm_sources(cfg: Config) -> dict[str, str]:
     """stage name -> the stage it starts from, for the study's models under ``train.warm_epochs``: each starts from
     the largest-d model of its kind (AE or VAE), of its own beta where that d has one, unless it is that model
-    itself (those train from scratch, so no source has a source); {} when warm_epochs is none.  A beta-VAE may so
+    itself or an autoencoder at a d of ``train.cold_dims`` (those train from scratch, so no source has a source);
+    {} when warm_epochs is none.  A beta-VAE may so
     start from a VAE: the encoder's and decoder's inner layers carry over between betas (docs/benchmarks.md, "The
     study's models warm-started")."""
     if cfg.train.warm_epochs is None:
@@ -249,7 +250,7 @@ def warm_sources(cfg: Config) -> dict[str, str]:
     out = {}
     for m in models:
         top = min((o for o in models if o.kind == m.kind), key=lambda o: (-o.d, o.beta != m.beta, o.beta))
-        if top != m:
+        if top != m and not (m.kind == "ae" and m.d in cfg.train.cold_dims):
             out[model_stage_name(m)] = model_stage_name(top)
     return out
 
@@ -451,13 +452,15 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
                            name=study_stage(cfg, m), warm_from=source, scored_by_sweep=swept)
 
     # under --jobs the trainings start in this order: the warm start's sources first (a stage is planned after
-    # what it needs), then the autoencoders, largest d first, then the VAEs by d.  So the sweep, which needs
-    # every autoencoder, runs beside the VAEs' trainings instead of alone at the end, and the latent study's
+    # what it needs), then the autoencoders, largest d first (one of train.cold_dims among them), then the VAEs by
+    # d.  So the sweep, which needs every autoencoder, runs beside the VAEs' trainings instead of alone at the
+    # end, and the latent study's
     # parts, which need the VAEs too, end the run side by side (one thread each), each d's part as soon as its
     # models are trained.  Simulated with the stage times of the Zen 4 study of 954 s (benchmarks/schedule.py),
     # this order ended within 1 to 8 s of the best of all 5040 orders of the warm-started trainings, 16 to 25 s
     # before the order by d alone (docs/benchmarks.md, "The GMM's EM in float32, and the trainings' order").
-    order = lambda m: (model_stage_name(m) in warm, m.kind != "ae", -m.d)  # noqa: E731
+    sources = set(warm.values())
+    order = lambda m: (model_stage_name(m) not in sources, m.kind != "ae", -m.d)  # noqa: E731
     trainers = [trainer(m) for m in sorted(trained_for_study(cfg), key=order)]
     study_models = decoder_study_models(cfg)
     planned = {s.name for s in trainers}

@@ -216,9 +216,10 @@ def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
 
 TEST_CORRUPTION_SEED = 10**6  # the fixed corruption of the test set (training batches use other seeds)
 
-# Settings a resume may change without changing what the finished epochs mean (warm_epochs: how a study plans its
-# trainings, not a setting of any one of them; the eval ones: only how the record's test scores are computed).
-FREE_SETTINGS = ("eval_batch_size", "eval_subset", "warm_epochs")
+# Settings a resume may change without changing what the finished epochs mean (warm_epochs, cold_dims: how a study
+# plans its trainings, not a setting of any one of them; the eval ones: only how the record's test scores are
+# computed).
+FREE_SETTINGS = ("eval_batch_size", "eval_subset", "warm_epochs", "cold_dims")
 ALWAYS_RESUMABLE = ("epochs", *FREE_SETTINGS)
 
 
