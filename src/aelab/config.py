@@ -168,10 +168,10 @@ class TrainConfig:
     precision: str = _f("auto", "fp32, bf16 (autocast, fp32 weights) or auto (bf16 only where a short "
                                 "measurement shows it faster; recorded in run.json).")
     kernels: str = _f("auto", "On a CPU: auto (the decoder's last layer, a stride-1 convolution into the image's "
-                              "channels, by a matrix product and shifted adds, and under bf16 the small layers "
-                              "whose bf16 kernels are slow in fp32, each where a short measurement shows it "
-                              "faster; recorded in run.json), torch (PyTorch's kernels always) or taps (that last "
-                              "layer by taps always; aelab.kernels).")
+                              "channels, by a matrix product and shifted adds, a transposed convolution's bias "
+                              "added after it, and under bf16 the small layers whose bf16 kernels are slow in "
+                              "fp32, each where a short measurement shows it faster; recorded in run.json), torch "
+                              "(PyTorch's kernels always) or taps (that last layer by taps always; aelab.kernels).")
 
     def __post_init__(self) -> None:
         from aelab.kernels import KERNELS

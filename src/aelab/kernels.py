@@ -29,12 +29,13 @@ times every other convolution's forward + backward both ways on its training inp
 the output left fp32 for the next layer's autocast to cast back).
 
 A transposed convolution's bias gradient is slow in PyTorch's CPU backward: on a Zen 4 at one thread the lecture
-decoder's ``ConvTranspose2d(32, 32, 3, stride 2)`` took 4.2 ms forward + backward under bf16 autocast, 0.8 ms
+decoder's ``ConvTranspose2d(32, 32, 3, stride 2)`` took 4.8 ms forward + backward under bf16 autocast, 0.8 ms
 with its bias added after the convolution (autograd then sums the output's gradient for it), and its 5x5 layer
-18.8 against 16.2 ms; the encoder's Conv2d layers gained nothing so.  ``choose`` times every transposed
-convolution the taps do not compute both ways, in the training's precision, and adds the bias apart
-(``BiasApartConvTranspose2d``) where that measured at least ``MIN_SPEEDUP`` faster; the fp32 islands are then
-timed on the layer as it computes (``Fp32BiasApartConvTranspose2d`` where both hold).
+18.8 against 15.9 ms (docs/bias-apart-zen4.json; the bf16 step 1.12x faster so, two trainings side by side:
+docs/benchmarks.md, "The transposed convolutions' bias apart"); the encoder's Conv2d layers gained nothing so.
+``choose`` times every transposed convolution the taps do not compute both ways, in the training's precision, and
+adds the bias apart (``BiasApartConvTranspose2d``) where that measured at least ``MIN_SPEEDUP`` faster; the fp32
+islands are then timed on the layer as it computes (``Fp32BiasApartConvTranspose2d`` where both hold).
 
 The taps' backward is PyTorch's own (``aten.convolution_backward``, what autograd runs after ``conv_transpose2d``), so
 the gradients are the library's to the bit; only the forward's rounding differs (its sums in another order).
@@ -297,7 +298,8 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
             "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's, the bias apart "
                       f"where forward + backward measured >= {MIN_SPEEDUP}x so"
                       + (f", fp32 where forward + backward measured >= {MIN_SPEEDUP}x bf16's" if islands else "")
-                      + f" (once per layer kind, input and thread count in the process; median of {rounds} pairs)"}
+                      + f" (median of {rounds} pairs; forward + backward once per layer kind, input and thread "
+                        "count in the process)"}
 
 
 # forward + backward speed-ups measured in this process ("island": fp32's over bf16's; "apart": the bias apart's

@@ -31,8 +31,10 @@ lr_scaling "none", precision "fp32").  The other settings are measured choices (
   the test MSE of the default recipe's 3 epochs 1.0 % above fp32's: docs/ttq-zen4.json; 2.66x on a Xeon with
   AMX, +1.1 %: docs/ttq-amx.json); the choice and its timings are recorded with the run.
 - ``kernels = "auto"``: on a CPU the decoder's last layer, into the image's channel, runs by a matrix product and
-  shifted adds where a short measurement in the training's precision shows its forward faster than oneDNN's,
-  and under bf16 the small layers whose bf16 kernels measure slower than their fp32 ones run in fp32
+  shifted adds where a short measurement in the training's precision shows its forward faster than oneDNN's, a
+  transposed convolution adds its bias after the convolution where that measures faster (its gradient is slow
+  in PyTorch's CPU backward: the bf16 step 1.12x faster on a Zen 4, two trainings side by side), and under bf16
+  the small layers whose bf16 kernels measure slower than their fp32 ones run in fp32
   (``aelab.kernels``; ``fit`` 1.036x in fp32 on an avx512 Xeon: docs/benchmarks-amx-kernels.json; the bf16 step
   1.10x on a Zen 4 at one thread: docs/benchmarks.md, "The decoder's last layer by taps, and small layers in
   fp32, under bf16"); recorded with the run.
