@@ -183,10 +183,8 @@ class TrainConfig:
         _one_of("train", "kernels", self.kernels, KERNELS)
         _int_at_least("train", "epochs", self.epochs, 1)
         _int_at_least("train", "warm_epochs", self.warm_epochs, 1, none_ok="no warm start")
-        for d in self.cold_dims:
-            _int_at_least("train", "cold_dims", d, 1)
-        if len(set(self.cold_dims)) != len(self.cold_dims):
-            _fail("train", "cold_dims", list(self.cold_dims), "each latent size once")
+        if self.cold_dims:  # [] is allowed: every smaller-d model warm-started
+            _dims("train", "cold_dims", self.cold_dims)
         _int_at_least("train", "batch_size", self.batch_size, 1)
         _positive_float("train", "lr", self.lr)
         _share("train", "warmup", self.warmup, False, "use a share of the steps in (0, 1), e.g. "

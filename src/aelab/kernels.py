@@ -284,7 +284,7 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
     islands = convs if precision == "bf16" else []
     first = next(name for name, m in model.named_modules() if type(m) in FP32)  # its input needs no gradient
     with autocast(device, precision):  # the layers' inputs, and their forwards, as the training's steps have them
-        inputs = _layer_inputs(model, forward, names + convs)
+        inputs = _layer_inputs(model, forward, list(dict.fromkeys(names + transposed + islands)))
         # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
         speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
         bias_speedups = {name: _measured_once("apart", modules[name], inputs[name], rounds, name != first)

@@ -241,9 +241,8 @@ def warm_sources(cfg: Config) -> dict[str, str]:
     """stage name -> the stage it starts from, for the study's models under ``train.warm_epochs``: each starts from
     the largest-d model of its kind (AE or VAE), of its own beta where that d has one, unless it is that model
     itself or an autoencoder at a d of ``train.cold_dims`` (those train from scratch, so no source has a source);
-    {} when warm_epochs is none.  A beta-VAE may so
-    start from a VAE: the encoder's and decoder's inner layers carry over between betas (docs/benchmarks.md, "The
-    study's models warm-started")."""
+    {} when warm_epochs is none.  A beta-VAE may so start from a VAE: the encoder's and decoder's inner layers
+    carry over between betas (docs/benchmarks.md, "The study's models warm-started")."""
     if cfg.train.warm_epochs is None:
         return {}
     models = trained_for_study(cfg)
@@ -454,11 +453,11 @@ def plan(cfg: Config, hashes: dict[str, str], shape: tuple[int, int, int], skip=
     # under --jobs the trainings start in this order: the warm start's sources first (a stage is planned after
     # what it needs), then the autoencoders, largest d first (one of train.cold_dims among them), then the VAEs by
     # d.  So the sweep, which needs every autoencoder, runs beside the VAEs' trainings instead of alone at the
-    # end, and the latent study's
-    # parts, which need the VAEs too, end the run side by side (one thread each), each d's part as soon as its
-    # models are trained.  Simulated with the stage times of the Zen 4 study of 954 s (benchmarks/schedule.py),
-    # this order ended within 1 to 8 s of the best of all 5040 orders of the warm-started trainings, 16 to 25 s
-    # before the order by d alone (docs/benchmarks.md, "The GMM's EM in float32, and the trainings' order").
+    # end, and the latent study's parts, which need the VAEs too, end the run side by side (one thread each), each
+    # d's part as soon as its models are trained.  Simulated with the stage times of the Zen 4 study of 954 s
+    # (benchmarks/schedule.py), this order ended within 1 to 8 s of the best of all 5040 orders of the
+    # warm-started trainings, 16 to 25 s before the order by d alone (docs/benchmarks.md, "The GMM's EM in
+    # float32, and the trainings' order").
     sources = set(warm.values())
     order = lambda m: (model_stage_name(m) not in sources, m.kind != "ae", -m.d)  # noqa: E731
     trainers = [trainer(m) for m in sorted(trained_for_study(cfg), key=order)]
