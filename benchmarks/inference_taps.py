@@ -18,9 +18,9 @@ import statistics
 from pathlib import Path
 
 import torch
-from run import _write, interleaved, ratio
+from run import _write, interleaved, measure_afresh, ratio
 
-from aelab import kernels
+from aelab import kernels, timings
 from aelab.data import load, to_float
 from aelab.latent import decode_all, encode_all
 from aelab.metrics import reconstruct
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    measure_afresh()
     torch.manual_seed(0)
     ae = AutoEncoder(8).eval()
     x = to_float(load("mnist", "test").images[: args.n])
@@ -60,7 +61,8 @@ def main() -> None:
             diff = float((fn() - refused(fn)()).abs().max())
             out[name] = {"seconds": {k: statistics.median(v) for k, v in times.items()},
                          "speedup": ratio(times["torch"], times["taps"]), "max_abs_difference": diff}
-        out["layer_speedups"] = {str(k): v for k, v in kernels._INFERENCE_SPEEDUPS.items() if k[-1] == threads}
+        out["layer_speedups"] = {k: v for k, v in timings.seen("taps inference").items()
+                                 if k.endswith(f" | {threads}")}
         result["threads"][threads] = out
         print(threads, out, flush=True)
     _write(result, args.out)

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from run import _write, interleaved, ratio, ratio_quartiles
+from run import _write, interleaved, measure_afresh, ratio, ratio_quartiles
 
 from aelab import kernels
 from aelab.models import AutoEncoder
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    measure_afresh()
     keep_freed_memory()  # as fit does
     results = {"environment": environment(), "batch": args.batch, "precision": "fp32", "decoders": {}}
     for decoder in DECODERS:

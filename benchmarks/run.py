@@ -224,10 +224,19 @@ def _write(results: dict, out: Path | None, quiet: bool = False) -> None:
         atomic_write_text(out, text + "\n")
 
 
+def measure_afresh() -> None:
+    """Make this process time aelab's ways of computing for itself (``aelab.timings``' fresh mode): a benchmark
+    of those ways measures them, and neither reads what an earlier run kept for the machine nor keeps its own."""
+    from aelab import timings
+
+    os.environ[timings.ENV] = "fresh"
+
+
 def step_rounds_args(doc: str) -> argparse.Namespace:
     """The arguments of a benchmark timing a training step's parts in interleaved rounds (``--rounds`` of
     ``--steps`` calls at ``--threads`` threads, ``--out`` its JSON), parsed; torch set to those threads, with
-    freed memory kept as ``fit`` keeps it (``aelab.recipe.keep_freed_memory``)."""
+    freed memory kept as ``fit`` keeps it (``aelab.recipe.keep_freed_memory``), and aelab's ways measured afresh
+    (``measure_afresh``)."""
     from aelab.recipe import keep_freed_memory
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -238,6 +247,7 @@ def step_rounds_args(doc: str) -> argparse.Namespace:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
+    measure_afresh()
     return args
 
 

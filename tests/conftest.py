@@ -92,3 +92,16 @@ def judge():
     from aelab.evaluator import load_judge, shipped_path
 
     return load_judge(shipped_path("mnist"))
+
+
+@pytest.fixture
+def own_timings(tmp_path, monkeypatch):
+    """This test's own file of kept measurements (``aelab.timings``), empty at its start: what it times is
+    measured, not read from what an earlier test kept."""
+    from aelab import timings
+
+    file = tmp_path / "timings" / "machine.json"
+    monkeypatch.setattr(timings, "path", lambda: file)
+    monkeypatch.setattr(timings, "_SEEN", {})
+    monkeypatch.delenv(timings.ENV, raising=False)
+    return file

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from aelab import kernels
+from aelab import kernels, timings
 from aelab.models import AutoEncoder
 
 
@@ -230,8 +230,7 @@ def test_use_refuses_a_layer_it_cannot_swap():
     assert all(type(m) in (nn.Conv2d, nn.ConvTranspose2d) for m in model.modules() if hasattr(m, "weight"))
 
 
-def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatch):
-    monkeypatch.setattr(kernels, "_MEASURED", {})
+def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatch, own_timings):
     model = AutoEncoder(8).to(memory_format=torch.channels_last)
     x = torch.rand(20, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     forward = lambda: model(x)  # noqa: E731
@@ -256,13 +255,19 @@ def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatc
         assert list(apart) == ["decoder.0", "decoder.2", "decoder.4", "decoder.6"] and min(apart.values()) > 0
         assert measured["bias_apart"] == [n for n in apart if apart[n] >= kernels.MIN_SPEEDUP]
     assert all(p.grad is None for p in model.parameters())  # the measured backward leaves the weights alone
-    # a second model of the same layers is not timed again in this process, but for its new layer at the latent
+    # a second model of the same layers is not timed again on this machine, but for its new layer at the latent
     timed = []
     monkeypatch.setattr(kernels, "island", lambda m, *a: timed.append(m) or 1.0)
     other = AutoEncoder(4).to(memory_format=torch.channels_last)
     assert kernels.choose(other, lambda: other(x), "bf16", "auto", rounds=1)["fp32_speedups"]["encoder.2"] == \
         measured["fp32_speedups"]["encoder.2"]
     assert timed == [other.decoder[0]]  # (its encoder.8, into 4 channels, is one the taps compute instead)
+    # nor in another process (this one with nothing in memory): it reads what the first one kept in the file
+    monkeypatch.setattr(timings, "_SEEN", {})
+    with monkeypatch.context() as patch:
+        for name in ("island", "bias_apart_speedup", "_speedup"):
+            patch.setattr(kernels, name, lambda *a: pytest.fail("measured again"))
+        assert kernels.choose(model, forward, "bf16", "auto", rounds=3) == measured
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", float("inf"))  # nothing is ever fast enough
     assert kernels.choose(model, forward, "fp32", "auto", rounds=1)["layers"] == []
     none = kernels.choose(model, forward, "bf16", "auto", rounds=1)
@@ -272,10 +277,9 @@ def test_choose_follows_the_setting_the_precision_and_the_measurement(monkeypatc
     assert every["fp32_layers"] == convs and every["bias_apart"] == ["decoder.0", "decoder.2", "decoder.4", "decoder.6"]
 
 
-def test_the_fp32_islands_are_timed_on_the_layers_as_they_compute(monkeypatch):
+def test_the_fp32_islands_are_timed_on_the_layers_as_they_compute(monkeypatch, own_timings):
     """A transposed convolution that takes its bias apart is timed in fp32 against bf16 with its bias apart in both;
     one that keeps it fused, fused in both."""
-    monkeypatch.setattr(kernels, "_MEASURED", {})
     monkeypatch.setattr(kernels, "bias_apart_speedup", lambda m, *a: 2.0 if m.kernel_size == (4, 4) else 1.0)
     timed = {}
     monkeypatch.setattr(kernels, "island", lambda m, x, rounds, input_grad, apart: (timed.setdefault(m, apart), 0.5)[1])
@@ -288,21 +292,21 @@ def test_the_fp32_islands_are_timed_on_the_layers_as_they_compute(monkeypatch):
     assert len(timed) == 9  # every convolution but the taps' one
 
 
-def test_evaluation_runs_the_layer_by_taps_where_measured_faster_once_per_layer_kind(monkeypatch):
-    """reconstruct / encode_all / decode_all measure each eligible layer once per process (by its kind, weight
+def test_evaluation_runs_the_layer_by_taps_where_measured_faster_once_per_layer_kind(monkeypatch, own_timings):
+    """reconstruct / encode_all / decode_all measure each eligible layer once per machine (by its kind, weight
     shape, padding and threads) and run it by taps inside the evaluation only, where it measured faster: the same
     images as PyTorch's kernels give, to rounding."""
     from aelab.latent import decode_all
     from aelab.metrics import reconstruct
 
-    monkeypatch.setattr(kernels, "_INFERENCE_SPEEDUPS", {})
     torch.manual_seed(0)
     model, x = AutoEncoder(8).eval(), torch.rand(40, 1, 28, 28)
     with torch.no_grad():
         truth = model(x)  # PyTorch's kernels, before any measurement
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)  # every measured layer counts as faster
     got = reconstruct(model, x)
-    assert list(kernels._INFERENCE_SPEEDUPS) == [("ConvTranspose2d", (32, 1, 5, 5), (0, 0), torch.get_num_threads())]
+    kept = json.loads(own_timings.read_text())["timings"]
+    assert list(kept) == [f"taps inference | ConvTranspose2d | (32, 1, 5, 5) | (0, 0) | {torch.get_num_threads()}"]
     torch.testing.assert_close(got, truth, rtol=1e-5, atol=1e-6)
     assert type(model.decoder[8]) is nn.ConvTranspose2d  # the plain layer again after the evaluation
     # another model with the same layer is not measured again: its probe forward is never called
@@ -364,12 +368,11 @@ def test_a_resumed_run_computes_its_layers_as_the_checkpoint_says(tmp_path, monk
     assert old.kernels["layers"] == [] and "before aelab.kernels" in old.kernels["reason"]
 
 
-def test_a_bf16_fit_with_layers_in_fp32_records_them_and_its_resume_keeps_them(tmp_path, monkeypatch):
+def test_a_bf16_fit_with_layers_in_fp32_records_them_and_its_resume_keeps_them(tmp_path, monkeypatch, own_timings):
     """Where every layer measures faster in fp32, a bf16 run keeps all but the taps' one in fp32: it trains as the
     plain bf16 run does up to the rounding of those layers (its loss within 2 %), records them, and a resumed run
     computes them so without measuring again."""
     _, plain = _fit(tmp_path, "plain", epochs=1, precision="bf16", kernels="torch")
-    monkeypatch.setattr(kernels, "_MEASURED", {})
     monkeypatch.setattr(kernels, "MIN_SPEEDUP", 0.0)
     model, mixed = _fit(tmp_path, "mixed", epochs=1, precision="bf16")
     assert mixed.kernels["layers"] == ["decoder.8"] and len(mixed.kernels["fp32_layers"]) == 9

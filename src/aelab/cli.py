@@ -223,6 +223,22 @@ def docs_cmd(run: Annotated[Path, typer.Option("--run", help="A folder written b
 
 
 # --------------------------------------------------------------------------- models, training, studies
+@app.command("timings")
+def timings_cmd(forget: Annotated[bool, typer.Option("--forget", help="Delete them: the next runs measure "
+                                                                     "again.")] = False) -> None:
+    """The speed measurements kept for this machine, from which every run here chooses its precision and how a few
+    layers compute (aelab.timings)."""
+    from aelab import timings
+
+    if forget:
+        typer.echo(f"deleted {timings.path()}" if timings.forget() else f"nothing kept ({timings.path()})")
+        return
+    kept = timings.stored()
+    typer.echo(f"{timings.path()}: {len(kept)} measurement(s)")
+    for key, entry in kept.items():
+        typer.echo(f"  {key}: {entry['value']} ({entry.get('measured', '?')})")
+
+
 model_app = typer.Typer(help="Autoencoder architectures.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

@@ -43,7 +43,10 @@ the gradients are the library's to the bit; only the forward's rounding differs 
 ``choose(model, forward, precision)`` makes these measurements on the layers' training inputs, in the training's
 precision; ``use(model, layers, fp32, bias_apart)`` runs the chosen layers so inside a ``with`` block (``fit``
 does both).  ``for_inference(model, forward)`` chooses the taps the same way for an evaluation (aelab's evaluation
-functions call it), which runs in fp32 whatever precision the model trained in.
+functions call it), which runs in fp32 whatever precision the model trained in.  Every measurement is made once
+per machine and kept (``aelab.timings``): a ratio near ``MIN_SPEEDUP`` would otherwise fall on either side of it
+from one run to the next (decoder.0's bias apart measured 1.08x to 1.14x on a Zen 4), and with it the rounding,
+so that two runs of one seed trained different weights.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aelab import timings
 from aelab.recipe import autocast
 
 KERNELS = ("auto", "torch", "taps")  # train.kernels: measure, PyTorch's kernels only, taps wherever allowed
@@ -268,7 +272,7 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
     in bf16, in fp32 the other convolutions whose forward + backward, as they then compute, is so faster in fp32
     than in bf16 (``island``).  Returns {"layers": [...], "fp32_layers": [...], "bias_apart": [...], "reason":
     ..., "speedups": {layer: ratio}, "fp32_speedups": {...}, "bias_speedups": {...}} for run.json; the global RNG
-    is left as it was."""
+    is left as it was.  Each ratio is measured once per machine and then kept (``aelab.timings``)."""
     names = [name for name, m in model.named_modules() if eligible(m)]
     convs = [name for name, m in model.named_modules() if type(m) in FP32 and not eligible(m)]
     device = next(model.parameters()).device
@@ -286,7 +290,8 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
     with autocast(device, precision):  # the layers' inputs, and their forwards, as the training's steps have them
         inputs = _layer_inputs(model, forward, list(dict.fromkeys(names + transposed + islands)))
         # a layer the forward does not reach (none in aelab's models) keeps PyTorch's kernels
-        speedups = {name: _speedup(modules[name], inputs[name], rounds) for name in names if name in inputs}
+        speedups = {name: _measured_once("taps", modules[name], inputs[name], rounds, False) for name in names
+                    if name in inputs}
         bias_speedups = {name: _measured_once("apart", modules[name], inputs[name], rounds, name != first)
                          for name in transposed if name in inputs}
         apart = [name for name in transposed if bias_speedups.get(name, 0.0) >= MIN_SPEEDUP]
@@ -298,24 +303,28 @@ def choose(model: nn.Module, forward, precision: str, kernels: str = "auto", rou
             "reason": f"taps where the forward in {precision} measured >= {MIN_SPEEDUP}x PyTorch's, the bias apart "
                       f"where forward + backward measured >= {MIN_SPEEDUP}x so"
                       + (f", fp32 where forward + backward measured >= {MIN_SPEEDUP}x bf16's" if islands else "")
-                      + f" (median of {rounds} pairs; forward + backward once per layer kind, input and thread "
-                        "count in the process)"}
-
-
-# forward + backward speed-ups measured in this process ("island": fp32's over bf16's; "apart": the bias apart's
-# over the fused bias's), by measurement, layer kind, input, precision and thread count: the trainings of a study,
-# one after another in a worker process, have the same layers but at the latent
-_MEASURED: dict[tuple, float] = {}
+                      + f" (median of {rounds} pairs, each measured once per machine, layer kind, input and thread "
+                        "count: aelab.timings)"}
 
 
 def _measured_once(what: str, m: nn.Module, x: torch.Tensor, rounds: int, input_grad: bool,
                    apart: bool = False) -> float:
-    key = (what, *_signature(m), m.stride, getattr(m, "output_padding", None), m.dilation, m.groups,
-           m.bias is not None, tuple(x.shape), x.dtype, input_grad, apart, torch.is_autocast_enabled("cpu"))
-    if key not in _MEASURED:
-        _MEASURED[key] = (island(m, x, rounds, input_grad, apart) if what == "island"
-                          else bias_apart_speedup(m, x, rounds, input_grad))
-    return _MEASURED[key]
+    """A speed-up of (plain) layer m on x, kept per machine (``aelab.timings``) by measurement ("taps": the taps'
+    no-grad forward over PyTorch's; "island": fp32's forward + backward over bf16's; "apart": the bias apart's
+    over the fused bias's), layer kind, input, precision and thread count: the trainings of a study have
+    the same layers but at the latent, and every run on the machine then makes the same choice."""
+    key = timings.key(what, *_signature(m), m.stride, getattr(m, "output_padding", None), m.dilation, m.groups,
+                      m.bias is not None, *_described(x), input_grad, apart, torch.is_autocast_enabled("cpu"))
+    if what == "taps":
+        return timings.kept(key, lambda: _speedup(m, x, rounds))
+    if what == "island":
+        return timings.kept(key, lambda: island(m, x, rounds, input_grad, apart))
+    return timings.kept(key, lambda: bias_apart_speedup(m, x, rounds, input_grad))
+
+
+def _described(x: torch.Tensor) -> tuple:
+    layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else "contiguous"
+    return tuple(x.shape), x.dtype, layout
 
 
 def _forward_backward_ratio(m: nn.Module, x: torch.Tensor, classes: tuple[type, type], rounds: int,
@@ -347,10 +356,6 @@ def bias_apart_speedup(m: nn.Module, x: torch.Tensor, rounds: int, input_grad: b
     return _forward_backward_ratio(m, x, (type(m), BIAS_APART[type(m)]), rounds, input_grad)
 
 
-# the taps' no-grad forward speed-up measured in this process, by layer: (class, weight shape, padding, threads)
-_INFERENCE_SPEEDUPS: dict[tuple, float] = {}
-
-
 def _signature(m: nn.Module) -> tuple:
     return type(m).__name__, tuple(m.weight.shape), tuple(m.padding), torch.get_num_threads()
 
@@ -359,25 +364,26 @@ def _signature(m: nn.Module) -> tuple:
 def for_inference(model: nn.Module, forward):
     """Inside the block, ``model``'s eligible layers run by taps where their no-grad forward measured at least
     ``MIN_SPEEDUP`` faster so (``choose``'s rule) on a CPU in fp32; ``forward()`` runs the model on a batch of
-    the evaluation and is called only to measure a layer not yet measured in this process (each layer's speed-up
-    is kept by its kind, weight shape, padding and thread count, so every model of the process with such a layer
-    computes it the same way; as in ``fit``, a score's last digits (about 1e-8 here) so follow the measurement,
-    which another process may decide otherwise).  On a Zen 4 in fp32 the lecture decoder's last layer,
-    ``ConvTranspose2d(32, 1, 5)``, measured 2.4x to 3x faster so, and ``metrics.reconstruct`` 1.2x
-    (docs/benchmarks.md, "The study's last seconds"; docs/inference-taps-zen4.json)."""
+    the evaluation and is called only to measure a layer not yet measured on this machine (each layer's speed-up
+    is kept by its kind, weight shape, padding and thread count, ``aelab.timings``, so every model with such a
+    layer computes it the same way, and a score's last digits, about 1e-8 here, do not change from run to run).
+    On a Zen 4 in fp32 the lecture decoder's last layer, ``ConvTranspose2d(32, 1, 5)``, measured 2.4x to 3x
+    faster so, and ``metrics.reconstruct`` 1.2x (docs/benchmarks.md, "The study's last seconds";
+    docs/inference-taps-zen4.json)."""
     params = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     names = [name for name, m in model.named_modules() if eligible(m)] if params is not None else []
     if not names or params.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
         yield
         return
     modules = dict(model.named_modules())
-    todo = [name for name in names if _signature(modules[name]) not in _INFERENCE_SPEEDUPS]
-    if todo:
-        inputs = _layer_inputs(model, forward, todo)
-        for name in todo:
-            if name in inputs:
-                _INFERENCE_SPEEDUPS[_signature(modules[name])] = _speedup(modules[name], inputs[name], 7)
-    chosen = [name for name in names if _INFERENCE_SPEEDUPS.get(_signature(modules[name]), 0.0) >= MIN_SPEEDUP]
+    inputs: dict[str, torch.Tensor] = {}
+
+    def measure(name: str) -> float:  # forward() runs only where a layer is not yet measured on this machine
+        inputs.update(inputs or _layer_inputs(model, forward, names))
+        return _speedup(modules[name], inputs[name], 7) if name in inputs else 0.0
+
+    chosen = [name for name in names if timings.kept(timings.key("taps inference", *_signature(modules[name])),
+                                                     lambda name=name: measure(name)) >= MIN_SPEEDUP]
     with use(model, chosen):
         yield
 

@@ -15,6 +15,7 @@ The trainer knows no dataset names: it takes float tensors (N, C, H, W) in [0, 1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from aelab import AelabError, cudagraph, kernels, threads
+from aelab import AelabError, cudagraph, kernels, threads, timings
 from aelab.config import TRAIN_BEFORE, ModelConfig, TrainConfig
 from aelab.errors import ConfigError, warn
 from aelab.io import atomic_save, atomic_write_json, sha256_file
@@ -427,8 +428,8 @@ def collapse_message(epoch: int, mse: float, mean_image_mse: float, cfg: TrainCo
 
 def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int) -> dict:
     """The precision of this run: as configured, or for "auto" fp32 on a CPU known to lack native bf16 and
-    otherwise measured on one batch (``aelab.recipe``); under torchrun bf16 only when every process measured it
-    faster."""
+    otherwise measured on one batch (``aelab.recipe``), once per machine (``aelab.timings``); under torchrun bf16
+    only when every process measured it faster."""
     if cfg.precision != "auto":
         return {"precision": cfg.precision, "reason": "set by train.precision"}
     from aelab import distributed, recipe
@@ -438,11 +439,22 @@ def choose_precision(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int)
                                                  "as torch.cpu reports): fp32, bf16 not measured"}
     else:
         x = train_x[: cfg.batch_size // n_proc].to(device).contiguous(memory_format=fmt)
-        choice = recipe.measure_precision(model, training_loss, x, device)
+        choice = timings.kept(precision_key(model, x, device),
+                              lambda: recipe.measure_precision(model, training_loss, x, device))
     votes = distributed.all_sum([1.0 if choice["precision"] == "bf16" else 0.0])[0]
     if choice["precision"] == "bf16" and votes < n_proc:
         choice = {**choice, "precision": "fp32", "reason": choice["reason"] + "; not on every process: fp32"}
     return choice
+
+
+def precision_key(model, x: torch.Tensor, device: torch.device) -> str:
+    """The key under which ``aelab.timings`` keeps a precision measurement: the model's layers (a hash of its
+    printed form), the batch and its layout, the device (a GPU by name) and the thread count."""
+    layers = hashlib.sha256(repr(model).encode()).hexdigest()[:16]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "contiguous"
+    return timings.key("precision", type(model).__name__, layers, tuple(x.shape), layout, name,
+                       torch.get_num_threads())
 
 
 def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, precision: str) -> dict:
