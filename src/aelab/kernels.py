@@ -314,17 +314,12 @@ def _measured_once(what: str, m: nn.Module, x: torch.Tensor, rounds: int, input_
     over the fused bias's), layer kind, input, precision and thread count: the trainings of a study have
     the same layers but at the latent, and every run on the machine then makes the same choice."""
     key = timings.key(what, *_signature(m), m.stride, getattr(m, "output_padding", None), m.dilation, m.groups,
-                      m.bias is not None, *_described(x), input_grad, apart, torch.is_autocast_enabled("cpu"))
+                      m.bias is not None, *timings.tensor(x), input_grad, apart, torch.is_autocast_enabled("cpu"))
     if what == "taps":
         return timings.kept(key, lambda: _speedup(m, x, rounds))
     if what == "island":
         return timings.kept(key, lambda: island(m, x, rounds, input_grad, apart))
     return timings.kept(key, lambda: bias_apart_speedup(m, x, rounds, input_grad))
-
-
-def _described(x: torch.Tensor) -> tuple:
-    layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else "contiguous"
-    return tuple(x.shape), x.dtype, layout
 
 
 def _forward_backward_ratio(m: nn.Module, x: torch.Tensor, classes: tuple[type, type], rounds: int,

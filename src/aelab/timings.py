@@ -21,6 +21,7 @@ each process measures for itself and keeps its values in memory only (the benchm
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -43,27 +44,34 @@ def machine() -> dict[str, str]:
     else the platform module's), the architecture and torch's version."""
     import torch
 
-    info = {"machine": platform.machine(), "torch": torch.__version__}
-    try:
-        block = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
-    except OSError:
-        block = ""
-    fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    for name in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part"):
-        if name in fields:
-            info[name] = fields[name]
+    info = {"machine": platform.machine(), "torch": torch.__version__, **_cpuinfo()}
     if len(info) == 2:
         info["processor"] = platform.processor()
     return info
 
 
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The fields of /proc/cpuinfo's first processor that describe the CPU (none where there is no such file)."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        return {}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+    return {name: fields[name] for name in ("vendor_id", "cpu family", "model", "model name", "flags", "Features",
+                                            "CPU part") if name in fields}
+
+
+@functools.cache
+def _code(modules: tuple[str, ...]) -> str:
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / name).read_bytes() for name in modules)).hexdigest()
+
+
 def path() -> Path:
     """This machine's file of kept measurements for this aelab's code."""
-    here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in _TIMED_MODULES)).hexdigest()
-    ident = hashlib.sha256(json.dumps({**machine(), "code": code}, sort_keys=True).encode()).hexdigest()[:16]
-    return cache.cache_dir() / "timings" / f"{ident}.json"
+    ident = json.dumps({**machine(), "code": _code(_TIMED_MODULES)}, sort_keys=True)
+    return cache.cache_dir() / "timings" / f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
 
 
 def _read(file: Path) -> dict:
@@ -122,6 +130,14 @@ def forget() -> bool:
 def seen(prefix: str = "") -> dict[str, Any]:
     """What this process has measured or read so far, by key (those that start with ``prefix``)."""
     return {k: v for (_, k), v in _SEEN.items() if k.startswith(prefix)}
+
+
+def tensor(x) -> tuple:
+    """A measurement's input as its key names it: shape, dtype and layout (channels_last or contiguous)."""
+    import torch
+
+    layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else "contiguous"
+    return tuple(x.shape), x.dtype, layout
 
 
 def key(*parts: Any) -> str:

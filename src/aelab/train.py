@@ -452,9 +452,8 @@ def precision_key(model, x: torch.Tensor, device: torch.device) -> str:
     printed form), the batch and its layout, the device (a GPU by name) and the thread count."""
     layers = hashlib.sha256(repr(model).encode()).hexdigest()[:16]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "contiguous"
-    return timings.key("precision", type(model).__name__, layers, tuple(x.shape), layout, name,
-                       torch.get_num_threads())
+    shape, _, layout = timings.tensor(x)
+    return timings.key("precision", type(model).__name__, layers, shape, layout, name, torch.get_num_threads())
 
 
 def choose_kernels(model, train_x, cfg: TrainConfig, device, fmt, n_proc: int, precision: str) -> dict:
