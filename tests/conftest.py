@@ -64,6 +64,17 @@ def private_cache(tmp_path_factory):
         os.environ["AELAB_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def cache_stays_private(private_cache):
+    """A test that changes $AELAB_CACHE must put it back: a test that dropped it once sent every later test of
+    its worker to the user's own cache (evaluators and timings were written there)."""
+    yield
+    now = os.environ.get("AELAB_CACHE")
+    assert now == str(private_cache), (
+        f"this test left $AELAB_CACHE = {now!r}, not the session's private cache {str(private_cache)!r}: "
+        "restore the old value (or use monkeypatch.setenv) so later tests do not write to the user's cache")
+
+
 @pytest.fixture(scope="session")
 def mnist_test(private_cache):
     """The real MNIST test split (from the private cache; filled from the PyPI wheel if `make setup` did not)."""

@@ -85,6 +85,7 @@ def _npz_bytes() -> bytes:
 def test_cache_reader(data, record, tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "fuzz-cache"
     root.mkdir(exist_ok=True)
+    private = os.environ["AELAB_CACHE"]  # the session's private cache (conftest): put it back, never drop it
     os.environ["AELAB_CACHE"] = str(root)
     try:
         npz, rec = cache.paths("fuzz")
@@ -93,7 +94,7 @@ def test_cache_reader(data, record, tmp_path_factory):
                         "mismatch": json.dumps({"sha256": "0" * 64}), "garbage": data[:40].hex()[:13]}[record])
         answered(lambda: cache.load_arrays("fuzz"))
     finally:
-        os.environ.pop("AELAB_CACHE")
+        os.environ["AELAB_CACHE"] = private
 
 
 def _png_bytes() -> bytes:
