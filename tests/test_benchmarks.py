@@ -173,3 +173,20 @@ def test_the_warm_start_benchmarks_projected_bottleneck_gives_the_projected_code
         # and the decoder's first layer reads the code as the source's reads its projection back (p.T p: no sign)
         h = model.decoder[0](model.encode(x)[:, :, None, None])
         torch.testing.assert_close(h, source.decoder[0]((z @ p.T @ p)[:, :, None, None]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, k", [((3, 1, 28, 28), 5), ((2, 1, 9, 7), 3), ((1, 1, 5, 5), 5)])
+def test_first_layer_by_patches_is_pytorchs_convolution(shape, k):
+    """benchmarks/first_layer.py times a matrix product of 5x5 patches against Conv2d(1, C, k): it must compute
+    the same map (against F.conv2d), with its output in channels_last memory, whatever the image's layout."""
+    import torch
+    import torch.nn.functional as F
+
+    first_layer = pytest.importorskip("first_layer")
+    torch.manual_seed(0)
+    w, b = torch.randn(6, 1, k, k, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    for x in (torch.randn(*shape, dtype=torch.float64),
+              torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)):
+        y = first_layer.by_patches(x, w, b)
+        torch.testing.assert_close(y, F.conv2d(x, w, b))
+        assert y.is_contiguous(memory_format=torch.channels_last)
