@@ -18,7 +18,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from run import _write, interleaved, step_rounds_args
+from run import _write, interleaved, ratio, ratio_quartiles, step_rounds_args
 
 from aelab.recipe import autocast
 from aelab.runs import environment
@@ -61,13 +61,12 @@ def main() -> None:
                           - by_patches(x, layer.weight, layer.bias).float()).abs().max().item()
         times = interleaved({"torch": forward_backward(F.conv2d, x, layer, precision, args.steps),
                              "patches": forward_backward(by_patches, x, layer, precision, args.steps)}, args.rounds)
-        ratios = [a / b for a, b in zip(times["torch"], times["patches"], strict=True)]
-        q = statistics.quantiles(ratios, n=4)
+        q = ratio_quartiles(times["torch"], times["patches"])
         result["precisions"][precision] = {
             "max_difference": difference,
             "ms_torch": statistics.median(times["torch"]) / args.steps * 1e3,
             "ms_patches": statistics.median(times["patches"]) / args.steps * 1e3,
-            "torch_over_patches": statistics.median(ratios), "quartiles": [q[0], q[2]]}
+            "torch_over_patches": ratio(times["torch"], times["patches"]), "quartiles": [q[0], q[2]]}
     _write(result, args.out)
 
 
