@@ -19,6 +19,8 @@ compared, each ratio is the median over rounds that run every contender once (``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import multiprocessing
@@ -314,9 +316,28 @@ def aelab_fit(x: torch.Tensor, choice: dict | None = None, **train):
     @synced
     def run():
         torch.manual_seed(0)
-        fit(AutoEncoder(8), x, x[:100], TrainConfig(**{"epochs": 1, "device": DEVICE.type, **train}), progress=False,
-            precision=choice)
+        with quiet_collapse_warning():
+            fit(AutoEncoder(8), x, x[:100], TrainConfig(**{"epochs": 1, "device": DEVICE.type, **train}),
+                progress=False, precision=choice)
     return run
+
+
+@contextlib.contextmanager
+def quiet_collapse_warning():
+    """Drop ``fit``'s warning that the model gives the same picture for every input: on random images that is the
+    best a model can do, so the warning is true for every contender of every round and tells nothing; any other
+    line written to stderr meanwhile is passed on."""
+    import re
+    import sys
+
+    caught = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(caught):
+            yield
+    finally:
+        collapse = re.compile(r"^aelab: warning: epoch \d+: test MSE .* \(collapsed, or barely trained\)")
+        rest = [line for line in caught.getvalue().splitlines(keepends=True) if not collapse.match(line)]
+        sys.stderr.write("".join(rest))
 
 
 def precision_probe() -> dict:

@@ -189,3 +189,17 @@ def test_first_layer_by_patches_is_pytorchs_convolution(shape, k):
         y = first_layer.by_patches(x, w, b)
         torch.testing.assert_close(y, F.conv2d(x, w, b))
         assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_throughput_benchmark_drops_only_the_collapse_warning(capsys):
+    import run
+
+    from aelab.config import TrainConfig
+    from aelab.errors import warn
+    from aelab.train import collapse_message
+
+    with run.quiet_collapse_warning():
+        warn(collapse_message(1, 0.095, 0.1, TrainConfig()))
+        warn("skipping damaged checkpoint(s) epoch-1")
+    err = capsys.readouterr().err
+    assert "collapsed" not in err and err == "aelab: warning: skipping damaged checkpoint(s) epoch-1\n"

@@ -138,3 +138,22 @@ def test_the_summary_names_the_best_classical_method_per_score_and_who_beats_it(
     assert (s["specialised_beats_psnr"], s["specialised_beats_ssim"]) == ("yes", "no")
     assert (s["blind_beats_psnr"], s["blind_beats_ssim"]) == ("no", "yes")
     assert s["input_psnr"] == 10 and "best_class_kept" not in s
+
+
+def test_the_facts_sentence_names_each_level_once_and_leaves_empty_groups_out():
+    from aelab.report import restoration_facts
+
+    def level(name, spec, blind):  # one classical method at PSNR 15, SSIM 0.5; the AEs at the given scores
+        return [{"dataset": "m", "corruption": name, "method": "corrupted", "kind": "input", "psnr": 9, "ssim": 0.1},
+                {"dataset": "m", "corruption": name, "method": "a", "kind": "classical", "psnr": 15, "ssim": 0.5},
+                {"dataset": "m", "corruption": name, "method": "s", "kind": "specialised", "psnr": spec[0],
+                 "ssim": spec[1]},
+                {"dataset": "m", "corruption": name, "method": "b", "kind": "blind", "psnr": blind[0],
+                 "ssim": blind[1]}]
+
+    rows = level("x", (16, 0.6), (14, 0.4)) + level("y", (16, 0.4), (14, 0.4)) + level("z", (17, 0.7), (14, 0.6))
+    f = restoration_facts(summarise(rows))["m"]
+    assert (f["specialised"]["all"], f["specialised"]["some"], f["specialised"]["none"]) == (["x", "z"], ["y"], [])
+    assert f["specialised"]["sentence"] == "on every score at x, z; on some scores at y"
+    assert f["blind"]["sentence"] == "on some scores at z; on no score at x, y"
+    assert f["blind_minus_specialised"] == {"x": -2, "y": -2, "z": -3}

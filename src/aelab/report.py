@@ -127,13 +127,22 @@ def restoration_facts(summary: list[dict]) -> dict[str, Any]:
                      for r in scored}
             n_scores = {r["corruption"]: sum(f"{role}_beats_{k}" in r for k in ("psnr", "ssim", "class_kept"))
                         for r in scored}
-            f[role] = {"all": [c for c, m in marks.items() if len(m) == n_scores[c]],
-                       "some": [c for c, m in marks.items() if 0 < len(m) < n_scores[c]],
-                       "none": [c for c, m in marks.items() if not m]}
+            groups = {"all": [c for c, m in marks.items() if len(m) == n_scores[c]],
+                      "some": [c for c, m in marks.items() if 0 < len(m) < n_scores[c]],
+                      "none": [c for c, m in marks.items() if not m]}
+            f[role] = {**groups, "sentence": beats_sentence(groups)}
         f["blind_minus_specialised"] = {r["corruption"]: r["blind_psnr"] - r["specialised_psnr"] for r in rows
                                         if r.get("blind_psnr") is not None and r.get("specialised_psnr") is not None}
         out[ds] = f
     return out
+
+
+def beats_sentence(groups: dict[str, list[str]]) -> str:
+    """The levels of ``restoration_facts``'s groups as one clause, empty groups left out:
+    {"all": ["a", "b"], "some": [], "none": ["c"]} -> "on every score at a, b; on none at c"."""
+    words = {"all": "on every score", "some": "on some scores", "none": "on no score"}
+    clauses = [f"{words[g]} at {', '.join(groups[g])}" for g in ("all", "some", "none") if groups.get(g)]
+    return "; ".join(clauses) or "at no level scored"
 
 
 def build_report(inputs: dict[str, Path], out: str | Path, info: dict[str, Any]) -> dict[str, Any]:
