@@ -109,6 +109,27 @@ def test_ssim_uses_the_stated_settings_and_psnr_the_metrics_formula(digits):
     assert s["mse"] == pytest.approx(per_image.mean()) and "class_kept" not in s
 
 
+@pytest.mark.parametrize("shape", [(7, 1, 28, 28), (5, 3, 9, 12), (3, 2, 7, 7)])
+def test_ssim_is_scikit_images_per_image_mean_in_every_shape(shape):
+    rng = np.random.default_rng(sum(shape))
+    clean = rng.random(shape)
+    restored = clean + 0.3 * rng.standard_normal(shape)  # partly outside [0, 1]: ssim clips it, as score does
+    channel_axis = 0 if shape[1] > 1 else None
+    explicit = np.mean([structural_similarity(np.clip(a, 0, 1) if channel_axis == 0 else np.clip(a[0], 0, 1),
+                                              b if channel_axis == 0 else b[0], data_range=1.0, win_size=7,
+                                              channel_axis=channel_axis)
+                        for a, b in zip(restored, clean, strict=True)])
+    assert ssim(restored, clean) == pytest.approx(explicit, rel=1e-12)
+    assert ssim(restored, clean, chunk=2) == pytest.approx(explicit, rel=1e-12)  # chunks of unequal size
+
+
+def test_ssim_names_a_shape_it_cannot_score():
+    with pytest.raises(ValueError, match="at least that many pixels"):
+        ssim(np.zeros((2, 1, 6, 28)), np.zeros((2, 1, 6, 28)))
+    with pytest.raises(ValueError, match="one shape"):
+        ssim(np.zeros((2, 1, 28, 28)), np.zeros((3, 1, 28, 28)))
+
+
 def test_per_plane_matches_a_plain_loop_also_when_split_over_processes():
     rng = np.random.default_rng(0)
     y = rng.random((1200, 1, 8, 8))                  # >= 1000 planes: split over the cores
