@@ -178,3 +178,17 @@ def test_the_facts_sentence_names_each_level_once_and_leaves_empty_groups_out():
     assert f["specialised"]["sentence"] == "on every score at x, z; on some scores at y"
     assert f["blind"]["sentence"] == "on some scores at z; on no score at x, y"
     assert f["blind_minus_specialised"] == {"x": -2, "y": -2, "z": -3}
+
+
+def test_richardson_lucy_in_chunks_is_scikit_images_on_each_plane(digits):
+    from skimage.restoration import richardson_lucy
+
+    from aelab.restoration import RL_CHUNK
+
+    level = parse("blur:1.5")
+    clean = digits[: RL_CHUNK + 7]  # one full chunk and a short one
+    y = level(torch.from_numpy(clean).float(), 0).double().numpy()
+    psf = gaussian_psf(1.5)
+    want = np.stack([richardson_lucy(p[0].clip(0, 1), psf, num_iter=10, clip=True) for p in y])[:, None]
+    got = BASELINES["richardson-lucy"].apply(y, 10, known_for(level, y.shape, 0, None))
+    np.testing.assert_array_equal(got, want)

