@@ -128,6 +128,8 @@ def test_ssim_names_a_shape_it_cannot_score():
         ssim(np.zeros((2, 1, 6, 28)), np.zeros((2, 1, 6, 28)))
     with pytest.raises(ValueError, match="one shape"):
         ssim(np.zeros((2, 1, 28, 28)), np.zeros((3, 1, 28, 28)))
+    with pytest.raises(ValueError, match="N >= 1"):
+        ssim(np.zeros((0, 1, 28, 28)), np.zeros((0, 1, 28, 28)))
 
 
 def test_per_plane_matches_a_plain_loop_also_when_split_over_processes():

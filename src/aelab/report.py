@@ -139,7 +139,7 @@ def restoration_facts(summary: list[dict]) -> dict[str, Any]:
 
 def beats_sentence(groups: dict[str, list[str]]) -> str:
     """The levels of ``restoration_facts``'s groups as one clause, empty groups left out:
-    {"all": ["a", "b"], "some": [], "none": ["c"]} -> "on every score at a, b; on none at c"."""
+    {"all": ["a", "b"], "some": [], "none": ["c"]} -> "on every score at a, b; on no score at c"."""
     words = {"all": "on every score", "some": "on some scores", "none": "on no score"}
     clauses = [f"{words[g]} at {', '.join(groups[g])}" for g in ("all", "some", "none") if groups.get(g)]
     return "; ".join(clauses) or "at no level scored"

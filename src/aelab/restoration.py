@@ -227,8 +227,9 @@ def ssim(restored: np.ndarray, clean: np.ndarray, chunk: int = 250) -> float:
     scikit-image's own."""
     from scipy.ndimage import uniform_filter
 
-    if restored.shape != clean.shape or restored.ndim != 4:
-        raise ValueError(f"ssim takes two (N, C, H, W) arrays of one shape, got {restored.shape} and {clean.shape}")
+    if restored.shape != clean.shape or restored.ndim != 4 or not len(clean):
+        raise ValueError(f"ssim takes two (N, C, H, W) arrays of one shape with N >= 1, got {restored.shape} and "
+                         f"{clean.shape}")
     if min(clean.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window needs images of at least that many pixels a "
                          f"side, got {clean.shape[-2]}x{clean.shape[-1]}")
@@ -236,14 +237,14 @@ def ssim(restored: np.ndarray, clean: np.ndarray, chunk: int = 250) -> float:
     cov_norm = n_window / (n_window - 1)  # the sample covariance, as use_sample_covariance=True
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2  # data range 1
     pad = (SSIM_WINDOW - 1) // 2
+
+    def mean(a):  # the 7x7 means at the pixels kept
+        return uniform_filter(a, size=SSIM_WINDOW, axes=(-2, -1))[..., pad:-pad, pad:-pad]
+
     total = 0.0
     for start in range(0, len(clean), chunk):
         x = np.clip(restored[start:start + chunk], 0, 1).astype(np.float64)
         y = clean[start:start + chunk].astype(np.float64)
-
-        def mean(a):  # the 7x7 means at the pixels kept
-            return uniform_filter(a, size=SSIM_WINDOW, axes=(-2, -1))[..., pad:-pad, pad:-pad]
-
         ux, uy = mean(x), mean(y)
         vx = cov_norm * (mean(x * x) - ux * ux)
         vy = cov_norm * (mean(y * y) - uy * uy)
