@@ -38,7 +38,9 @@ from aelab.corruptions import Corruption, Mixture, parse
 from aelab.metrics import Codec, reconstruct, scores_from_sse
 
 VALIDATION_SEED = 7  # the held-out images' corruption (the test set uses train.TEST_CORRUPTION_SEED)
-SSIM_SETTINGS = "scikit-image structural_similarity, data_range 1, 7x7 uniform window, K1 0.01, K2 0.03"
+SSIM_WINDOW, SSIM_K1, SSIM_K2 = 7, 0.01, 0.03  # scikit-image's defaults, which ``ssim`` computes
+SSIM_SETTINGS = (f"scikit-image structural_similarity, data_range 1, {SSIM_WINDOW}x{SSIM_WINDOW} uniform window, "
+                 f"K1 {SSIM_K1}, K2 {SSIM_K2}")
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,6 @@ def tune(name: str, y: np.ndarray, clean: np.ndarray, known: Known) -> tuple[Any
     b = BASELINES[name]
     tried = [(v, psnr(b.apply(y, v, known), clean)) for v in b.grid]
     return max(tried, key=lambda t: t[1])
-
-
-SSIM_WINDOW, SSIM_K1, SSIM_K2 = 7, 0.01, 0.03
 
 
 def ssim(restored: np.ndarray, clean: np.ndarray, chunk: int = 250) -> float:
